@@ -1,0 +1,69 @@
+"""Step 3, the engine interface: what every backend takes (tiles + prompt) and returns (text + accounting)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+import numpy as np
+
+from ..tiling import TilingConfig
+
+FinishReason = Literal["stop", "length", "repetition"]
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """A decoding constraint, engine-neutral: a JSON Schema (as canonical JSON text) or a grammar's text."""
+
+    kind: Literal["json_schema", "grammar"]
+    spec: str
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Generation settings; greedy unless `do_sample`."""
+
+    max_new_tokens: int = 1024
+    do_sample: bool = False
+    temperature: float = 0.7
+    top_p: float = 0.95
+    seed: int | None = None
+
+
+@dataclass
+class GenerationRequest:
+    """One prompt: its images (each an (N, 3, S, S) float32 tile array) shown before the text."""
+
+    images: list[np.ndarray]
+    text: str
+    sampling: Sampling = field(default_factory=Sampling)
+    constraint: Constraint | None = None
+
+    @property
+    def tiles(self) -> int:
+        return sum(image.shape[0] for image in self.images)
+
+
+@dataclass
+class GenerationResult:
+    text: str
+    finish_reason: FinishReason
+    prompt_tokens: int
+    new_tokens: int
+    image_tokens: int
+    seconds: float  # this request's share of its batch's wall time
+
+
+class Engine(Protocol):
+    """A loaded model that turns batches of requests into text. Tasks only ever see this interface."""
+
+    model_id: str
+    tiling: TilingConfig
+
+    def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+        """Runs the requests (batched as the backend sees fit) and returns one result per request, in order."""
+        ...
+
+    def describe(self) -> dict:
+        """Name, device, dtype, quantization: for logs, the ledger and `doctor`."""
+        ...

@@ -1,0 +1,298 @@
+"""Step 3c, the transformers backend: native InternVLForConditionalGeneration, batched generate, left padding."""
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ModelLoadError, OutOfMemoryError
+from ..tiling import TilingConfig
+from .base import Constraint, GenerationRequest, GenerationResult, Sampling
+from .prompting import build_prompt
+from .repetition import RepetitionRule, repeated_period, trim_repetition
+
+
+class TransformersEngine:
+    """Loads a native-layout InternVL checkpoint directory and generates with transformers."""
+
+    def __init__(self, model_dir: Path, model_id: str, device: str = "auto", dtype: str = "auto",
+                 repetition: RepetitionRule = RepetitionRule()):
+        import torch  # torch is imported only by engines
+
+        self._torch = torch
+        self.model_id = model_id
+        self.model_dir = Path(model_dir)
+        self.device = _pick_device(device)
+        self.repetition = repetition
+        config = _read_json(self.model_dir / "config.json")
+        self.quantization = (config.get("quantization_config") or {}).get("quant_method")
+        self.dtype = _pick_dtype(dtype, self.device, self.quantization)
+        self.tokenizer = _load_tokenizer(self.model_dir)
+        self.model = _load_model(self.model_dir, config, self.device, self.dtype)
+        self.image_seq_length = _image_seq_length(self.model_dir, config)
+        preprocessor = _read_json(self.model_dir / "preprocessor_config.json", default={})
+        self.tiling = TilingConfig.from_preprocessor_config(preprocessor, self.image_seq_length)
+
+    def describe(self) -> dict:
+        return {
+            "backend": "transformers",
+            "model": self.model_id,
+            "device": self.device,
+            "dtype": str(self.dtype).replace("torch.", ""),
+            "quantization": self.quantization or "none",
+        }
+
+    # ------------------------------------------------------------------ generation
+
+    def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+        results: list[GenerationResult | None] = [None] * len(requests)
+        groups: dict[tuple[Sampling, Constraint | None], list[int]] = defaultdict(list)
+        for index, request in enumerate(requests):
+            groups[(request.sampling, request.constraint)].append(index)
+        for (sampling, constraint), indices in groups.items():
+            batch = [requests[i] for i in indices]
+            for i, result in zip(indices, self._generate_splitting(batch, sampling, constraint)):
+                results[i] = result
+        return results  # type: ignore[return-value]
+
+    def _generate_splitting(self, batch, sampling, constraint) -> list[GenerationResult]:
+        """Runs a batch; on GPU out-of-memory halves it and retries, down to a single request."""
+        torch = self._torch
+        try:
+            return self._generate_batch(batch, sampling, constraint)
+        except torch.OutOfMemoryError:
+            _free_cuda(torch)
+            if len(batch) == 1:
+                raise OutOfMemoryError(
+                    f"out of GPU memory on one page of {batch[0].tiles} tiles", path=None
+                ) from None
+            half = len(batch) // 2
+            return (self._generate_splitting(batch[:half], sampling, constraint)
+                    + self._generate_splitting(batch[half:], sampling, constraint))
+
+    def _generate_batch(self, batch: list[GenerationRequest], sampling: Sampling,
+                        constraint: Constraint | None) -> list[GenerationResult]:
+        torch = self._torch
+        started = time.perf_counter()
+        prompts = [
+            build_prompt(self.tokenizer, r.text, [img.shape[0] for img in r.images], self.image_seq_length)
+            for r in batch
+        ]
+        encoded = self.tokenizer(prompts, padding=True, padding_side="left", return_tensors="pt")
+        input_ids = encoded["input_ids"].to(self.device)
+        attention_mask = encoded["attention_mask"].to(self.device)
+        kwargs = {}
+        images = [img for r in batch for img in r.images]
+        if images:
+            pixels = torch.from_numpy(np.concatenate(images))
+            kwargs["pixel_values"] = pixels.to(self.device, dtype=self.dtype)
+        stopper = _RepetitionStopper(input_ids.shape[1], self.repetition, torch)
+        processors = _constraint_processors(constraint, self.tokenizer, len(batch))
+        if sampling.do_sample and sampling.seed is not None:
+            torch.manual_seed(sampling.seed)
+        with torch.inference_mode():
+            output = self.model.generate(
+                input_ids=input_ids, attention_mask=attention_mask, **kwargs,
+                max_new_tokens=sampling.max_new_tokens,
+                do_sample=sampling.do_sample,
+                temperature=sampling.temperature if sampling.do_sample else None,
+                top_p=sampling.top_p if sampling.do_sample else None,
+                top_k=None,
+                stopping_criteria=[stopper],
+                logits_processor=processors,
+                pad_token_id=self.tokenizer.pad_token_id,
+                eos_token_id=self._eos_ids(),
+            )
+        elapsed = time.perf_counter() - started
+        prompt_lengths = attention_mask.sum(dim=1).tolist()
+        new_tokens = output[:, input_ids.shape[1]:].tolist()
+        return [
+            self._result(row, tokens, int(prompt_lengths[row]), batch[row], elapsed / len(batch), stopper)
+            for row, tokens in enumerate(new_tokens)
+        ]
+
+    def _result(self, row: int, tokens: list[int], prompt_tokens: int, request: GenerationRequest,
+                seconds: float, stopper: _RepetitionStopper) -> GenerationResult:
+        eos = set(self._eos_ids())
+        cut = next((i for i, token in enumerate(tokens) if token in eos), None)
+        finish = "stop" if cut is not None else "length"
+        tokens = tokens[:cut] if cut is not None else tokens
+        if row in stopper.looping:
+            finish = "repetition"
+            tokens = trim_repetition(tokens, stopper.looping[row])
+        text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+        return GenerationResult(
+            text=text, finish_reason=finish, prompt_tokens=prompt_tokens, new_tokens=len(tokens),
+            image_tokens=request.tiles * self.image_seq_length, seconds=seconds,
+        )
+
+    def _eos_ids(self) -> list[int]:
+        ids = self.model.generation_config.eos_token_id
+        ids = [ids] if isinstance(ids, int) else list(ids or [])
+        if self.tokenizer.eos_token_id is not None and self.tokenizer.eos_token_id not in ids:
+            ids.append(self.tokenizer.eos_token_id)
+        return ids
+
+
+class _RepetitionStopper:
+    """A per-row stopping criterion that ends rows caught in a loop and remembers their period."""
+
+    CHECK_EVERY = 4
+
+    def __init__(self, prompt_length: int, rule: RepetitionRule, torch):
+        self.prompt_length = prompt_length
+        self.rule = rule
+        self.torch = torch
+        self.looping: dict[int, int] = {}
+
+    def __call__(self, input_ids, scores, **kwargs):
+        done = self.torch.zeros(input_ids.shape[0], dtype=self.torch.bool, device=input_ids.device)
+        generated = input_ids.shape[1] - self.prompt_length
+        if generated < self.rule.min_span or generated % self.CHECK_EVERY:
+            for row in self.looping:
+                done[row] = True
+            return done
+        tails = input_ids[:, -(self.rule.max_period * self.rule.min_repeats + self.rule.min_span):].tolist()
+        for row, tail in enumerate(tails):
+            if row not in self.looping:
+                period = repeated_period(tail, self.rule)
+                if period is not None:
+                    self.looping[row] = period
+            if row in self.looping:
+                done[row] = True
+        return done
+
+
+def _constraint_processors(constraint: Constraint | None, tokenizer, batch_size: int) -> list:
+    if constraint is None:
+        return []
+    from ..structured import logits_processor_for
+
+    return [logits_processor_for(constraint, tokenizer, batch_size)]
+
+
+# ---------------------------------------------------------------------- loading
+
+
+def _pick_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelLoadError(f"--device {device}: no CUDA GPU is visible to torch", hint="use --device cpu")
+    return device
+
+
+def _pick_dtype(dtype: str, device: str, quantization: str | None):
+    import torch
+
+    names = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16,
+             "fp16": torch.float16, "float32": torch.float32, "fp32": torch.float32}
+    if dtype != "auto":
+        if dtype not in names:
+            raise ModelLoadError(f"unknown --dtype '{dtype}' (use auto, bfloat16, float16 or float32)")
+        return names[dtype]
+    if device.startswith("cuda"):
+        return torch.bfloat16
+    # AWQ kernels need 16-bit activations even on CPU; plain models are fastest and exact in float32 there.
+    return torch.bfloat16 if quantization else torch.float32
+
+
+def _read_json(path: Path, default: dict | None = None) -> dict:
+    if not path.exists():
+        if default is not None:
+            return default
+        raise ModelLoadError(f"{path.name} is missing: not a model checkpoint directory", path=path.parent)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{path.name} is unreadable ({exc})", path=path.parent) from None
+
+
+def _quiet_transformers() -> None:
+    """transformers' own progress bars and warnings would mix into our stderr; we report loading ourselves."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
+def _load_tokenizer(model_dir: Path):
+    from transformers import AutoTokenizer
+
+    _quiet_transformers()
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    except Exception as exc:
+        raise ModelLoadError(f"cannot load the tokenizer ({_short(exc)})", path=model_dir) from None
+    if not getattr(tokenizer, "chat_template", None):
+        tokenizer.chat_template = _processor_chat_template(model_dir)
+    if getattr(tokenizer, "context_image_token", None) is None:
+        raise ModelLoadError("the tokenizer has no <IMG_CONTEXT> image token: not an InternVL checkpoint",
+                             path=model_dir)
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+def _processor_chat_template(model_dir: Path) -> str:
+    """Older -hf checkpoints keep the chat template beside the processor rather than in the tokenizer."""
+    jinja = model_dir / "chat_template.jinja"
+    if jinja.exists():
+        return jinja.read_text(encoding="utf-8")
+    for name in ("chat_template.json", "processor_config.json"):
+        data = _read_json(model_dir / name, default={})
+        if data.get("chat_template"):
+            return data["chat_template"]
+    raise ModelLoadError("the checkpoint has no chat template", path=model_dir)
+
+
+def _load_model(model_dir: Path, config: dict, device: str, dtype):
+    from transformers import AutoModelForImageTextToText
+
+    if config.get("model_type") != "internvl":
+        raise ModelLoadError(
+            f"model_type '{config.get('model_type')}' is not the native InternVL layout", path=model_dir,
+            hint="convert it with `internvl convert SRC DST`",
+        )
+    kwargs: dict = {"dtype": dtype}
+    if (config.get("quantization_config") or {}).get("quant_method") == "awq":
+        from .awq import awq_load_kwargs
+
+        kwargs.update(awq_load_kwargs(config, device))
+    try:
+        model = AutoModelForImageTextToText.from_pretrained(model_dir, **kwargs)
+    except ModelLoadError:
+        raise
+    except Exception as exc:
+        raise ModelLoadError(f"cannot load the model ({_short(exc)})", path=model_dir) from None
+    if "device_map" not in kwargs:
+        model = model.to(device)
+    return model.eval()
+
+
+def _image_seq_length(model_dir: Path, config: dict) -> int:
+    processor = _read_json(model_dir / "processor_config.json", default={})
+    if processor.get("image_seq_length"):
+        return int(processor["image_seq_length"])
+    if config.get("image_seq_length"):
+        return int(config["image_seq_length"])
+    vision = config.get("vision_config") or {}
+    image = vision.get("image_size", 448)
+    patch = vision.get("patch_size", 14)
+    image = image[0] if isinstance(image, list) else image
+    patch = patch[0] if isinstance(patch, list) else patch
+    return int((image // patch) ** 2 * config.get("downsample_ratio", 0.5) ** 2)
+
+
+def _free_cuda(torch) -> None:
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _short(exc: BaseException) -> str:
+    return (" ".join(str(exc).split()) or type(exc).__name__)[:200]

@@ -1,0 +1,76 @@
+"""Step 4a, the task interface shared by ocr, chart and extract, and the per-document result they produce."""
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from ..engine.base import GenerationRequest, GenerationResult
+from ..errors import InternVLError
+from ..tiling import TilePlan
+
+
+@dataclass
+class Unit:
+    """One engine request of a document (a page for ocr/chart, a page window for extract) and what it covers."""
+
+    key: int
+    request: GenerationRequest | None  # None when preparing it failed (error set)
+    pages: list[int]  # 1-based page numbers covered
+    plans: list[TilePlan] = field(default_factory=list)
+    info: dict = field(default_factory=dict)
+    error: InternVLError | None = None
+
+
+@dataclass
+class Outcome:
+    unit: Unit
+    result: GenerationResult | None
+    error: InternVLError | None
+
+
+@dataclass
+class DocumentResult:
+    """What a task made of one document: records (one per page, or one per document) and its status."""
+
+    path: Path
+    records: list[dict]
+    failed: bool = False
+    error: InternVLError | None = None
+    page_count: int = 0
+    seconds: float = 0.0
+
+
+class Task(Protocol):
+    name: str
+
+    def fingerprint(self) -> dict:
+        """Everything that changes this task's output (prompt text, settings): hashed into the ledger key."""
+        ...
+
+    def units(self, path: Path) -> Iterator[Unit]:
+        """Opens the document and yields its units with tiles ready; raises InternVLError if it cannot be read."""
+        ...
+
+    def finish(self, path: Path, outcomes: list[Outcome], page_count: int) -> DocumentResult:
+        ...
+
+    def render(self, result: DocumentResult, fmt: str) -> str:
+        """The document's output in `fmt`, as written to stdout or to its output file."""
+        ...
+
+
+def digest(obj: object) -> str:
+    """A stable sha256 of JSON-serialisable settings."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def failure_exceeds(failed: int, total: int, max_rate: float) -> bool:
+    """olmOCR's rule: a document fails only when its failed-page share is above the tolerated rate."""
+    if total == 0:
+        return True
+    return failed > max_rate * total or failed == total

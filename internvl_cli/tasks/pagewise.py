@@ -1,0 +1,109 @@
+"""Step 4b, tasks that ask one question per page (ocr, chart): page -> tiles -> request, results -> page records."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..engine.base import Constraint, GenerationRequest, Sampling
+from ..errors import InternVLError
+from ..pages import Page, open_pages
+from ..tiling import TilingConfig, tile_page
+from .base import DocumentResult, Outcome, Unit, failure_exceeds
+
+
+@dataclass
+class PageOptions:
+    """Reading and tiling options shared by page-wise tasks."""
+
+    tiling: TilingConfig
+    sampling: Sampling
+    password: str | None = None
+    pages: str | None = None
+    max_page_error_rate: float = 0.1
+
+
+class PageTask:
+    """Base of page-wise tasks; subclasses supply the prompt, the constraint and how answers are cleaned."""
+
+    name = "page"
+
+    def __init__(self, options: PageOptions, model_id: str):
+        self.options = options
+        self.model_id = model_id
+
+    # subclass hooks ----------------------------------------------------------
+    def prompt_for(self, page: Page) -> tuple[str, str]:
+        """(prompt text, source label) for a page."""
+        raise NotImplementedError
+
+    def constraint(self) -> Constraint | None:
+        return None
+
+    def page_record(self, base: dict, text: str) -> dict:
+        base["text"] = text
+        return base
+
+    def settings(self) -> dict:
+        return {}
+
+    # shared ------------------------------------------------------------------
+    def fingerprint(self) -> dict:
+        o = self.options
+        return {
+            "task": self.name, "model": self.model_id, "tiling": o.tiling.__dict__, "sampling": o.sampling.__dict__,
+            "pages": o.pages, "constraint": self.constraint().__dict__ if self.constraint() else None,
+            **self.settings(),
+        }
+
+    def units(self, path: Path) -> Iterator[Unit]:
+        pages = open_pages(path, password=self.options.password, pages=self.options.pages)
+        for key, page in enumerate(pages):
+            yield self._unit(key, page)
+
+    def _unit(self, key: int, page: Page) -> Unit:
+        if page.error is not None:
+            return Unit(key=key, request=None, pages=[page.number], info={"pages": page.count}, error=page.error)
+        try:
+            plan, tiles = tile_page(page, self.options.tiling)
+        except InternVLError as exc:
+            return Unit(key=key, request=None, pages=[page.number], info={"pages": page.count}, error=exc)
+        text, source = self.prompt_for(page)
+        request = GenerationRequest(images=[tiles], text=text, sampling=self.options.sampling,
+                                    constraint=self.constraint())
+        info = {"pages": page.count, "source": source, "size": [page.width, page.height],
+                "repaired": page.repaired}
+        return Unit(key=key, request=request, pages=[page.number], plans=[plan], info=info)
+
+    def finish(self, path: Path, outcomes: list[Outcome], page_count: int) -> DocumentResult:
+        records = [self._record(path, outcome) for outcome in outcomes]
+        failed = sum(1 for r in records if r.get("error"))
+        seconds = sum(r.get("seconds", 0.0) for r in records)
+        doc = DocumentResult(path=path, records=records, page_count=len(records), seconds=seconds)
+        if failure_exceeds(failed, len(records), self.options.max_page_error_rate):
+            doc.failed = True
+            doc.error = next((o.error for o in outcomes if o.error), None)
+        return doc
+
+    def _record(self, path: Path, outcome: Outcome) -> dict:
+        unit = outcome.unit
+        plan = unit.plans[0] if unit.plans else None
+        record: dict = {
+            "file": str(path), "page": unit.pages[0], "pages": unit.info.get("pages"),
+            "source": unit.info.get("source"), "model": self.model_id,
+            "tiles": plan.tiles if plan else 0, "grid": list(plan.grid_size) if plan else None,
+            "image_tokens": plan.image_tokens if plan else 0, "seconds": 0.0, "flags": [],
+        }
+        if outcome.error is not None or outcome.result is None:
+            record.update(text="", error=(outcome.error.message if outcome.error else "no result"))
+            record["flags"].append("failed")
+            return record
+        result = outcome.result
+        if unit.info.get("repaired"):
+            record["flags"].append("repaired-pdf")
+        record["seconds"] = round(result.seconds, 3)
+        if result.finish_reason == "repetition":
+            record["flags"].append("repetition")
+        elif result.finish_reason == "length":
+            record["flags"].append("truncated")
+        return self.page_record(record, result.text.strip())
