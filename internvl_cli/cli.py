@@ -10,11 +10,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
+from dataclasses import dataclass
+
 import typer
 
 from . import __version__
 from .errors import ExitCode, InternVLError, UsageError
 from .presets import DEFAULT_MODEL
+from .progress import make_progress
+from .runner import DocumentFailure
 
 app = typer.Typer(
     name="internvl",
@@ -93,6 +97,13 @@ BatchOpt = typer.Option(8, "--batch-size", help="Most pages per GPU batch.")
 BatchTilesOpt = typer.Option(64, "--batch-tiles", help="Most tiles per GPU batch (bounds GPU memory).")
 OutputOpt = typer.Option(None, "--output", "-o", help="Write one file per document into this directory "
                          "(with a ledger, so reruns skip finished documents) instead of stdout.")
+IncludeOpt = typer.Option([], "--include", help="Only documents whose relative path or name matches this glob "
+                          "(repeatable).")
+ExcludeOpt = typer.Option([], "--exclude", help="Skip documents matching this glob (repeatable).")
+ForceOpt = typer.Option(False, "--force", help="With -o: redo documents the ledger says are done.")
+RetryOpt = typer.Option(False, "--retry-failed", help="With -o: redo only documents that failed before.")
+WaitOpt = typer.Option(False, "--wait", help="With -o: wait for another run on the same directory instead of "
+                       "exiting with code 9.")
 PathsArg = typer.Argument(..., help="PDF or image files, directories, glob patterns, or - to read paths from stdin.")
 
 
@@ -110,20 +121,11 @@ def _note(message: str) -> None:
         _err(f"internvl: {message}")
 
 
-def _paths(args: list[str]) -> list[Path]:
-    if args == ["-"]:
-        return [Path(line.strip()) for line in sys.stdin if line.strip()]
-    return [Path(arg) for arg in args]
-
-
 class _ReportingSink:
     """Prints each failed document's one-line error as it happens, then delegates."""
 
     def __init__(self, inner):
         self.inner = inner
-
-    def should_process(self, path: Path) -> bool:
-        return self.inner.should_process(path)
 
     def emit(self, path, result, rendered) -> None:
         self.inner.emit(path, result, rendered)
@@ -133,35 +135,107 @@ class _ReportingSink:
         self.inner.fail(path, error)
 
 
+@dataclass
+class BatchArgs:
+    """Options every document command shares: inputs, output directory, resume and batching."""
+
+    paths: list[str]
+    output: Optional[Path]
+    include: list[str]
+    exclude: list[str]
+    force: bool
+    retry_failed: bool
+    wait: bool
+    batch_size: int
+    batch_tiles: int
+
+
+def _discover(batch: BatchArgs):
+    from .inputs import discover
+
+    found = discover(batch.paths, include=batch.include, exclude=batch.exclude, stdin=sys.stdin,
+                     out_dir=batch.output)
+    for skipped in found.skipped:
+        _note(f"skipped {skipped.path}: {skipped.reason}")
+    for error in found.errors:
+        report_error(error)
+    if not found.docs and not found.errors:
+        raise UsageError("no documents found in the given paths")
+    return found
+
+
+def _count_docs(paths: list[str]) -> int:
+    """How many documents a command will see before any model is loaded (stdin lists count as many)."""
+    return 2 if paths == ["-"] or len(paths) != 1 or Path(paths[0]).is_dir() else 1
+
+
+def run_batch(make_task, engine, batch: BatchArgs, fmt: str, suffix: str) -> None:
+    """Discovery -> (ledger plan) -> runner -> exit code; the model is already loaded once by the caller."""
+    from .runner import RunOptions, Runner
+    from .writers import StdoutSink
+
+    found = _discover(batch)
+    failures = list(found.errors)
+    task = make_task()
+    stop = threading.Event()
+    options = RunOptions(batch_size=batch.batch_size, max_batch_tiles=batch.batch_tiles)
+    with _output_directory(batch, task, suffix) as directory:
+        if directory is None:
+            sink, docs, skipped = StdoutSink(), found.docs, 0
+        else:
+            plan = directory.plan(found.docs, force=batch.force, retry_failed=batch.retry_failed)
+            for error in plan.unreadable:
+                report_error(error)
+            failures += plan.unreadable
+            sink, docs, skipped = directory, plan.todo, len(plan.skipped)
+            if skipped:
+                _note(f"{skipped} documents already done (use --force to redo them)")
+        progress = make_progress(len(docs), _state["quiet"])
+        runner = Runner(task, engine, _ReportingSink(sink), fmt, options, progress=progress, stop=stop)
+        try:
+            with _signals(stop, runner):
+                report = runner.run([doc.path for doc in docs])
+        finally:
+            progress.close()
+    report.skipped = skipped
+    report.failures.extend(DocumentFailure(Path(e.path or "-"), e) for e in failures)
+    _note(f"{report.done} done, {len(report.failures)} failed, {report.skipped} skipped, "
+          f"{report.pages} pages in {report.seconds:.1f} s")
+    code = report.exit_code()
+    if code != ExitCode.OK:
+        raise typer.Exit(int(code))
+
+
 @contextmanager
-def _signals(stop: threading.Event, runner_ref: list):
+def _output_directory(batch: BatchArgs, task, suffix: str):
+    """With -o: hold the directory's run lock, recover a killed run's leftovers, and yield its sink."""
+    if batch.output is None:
+        yield None
+        return
+    from .ledger import Ledger, RunLock
+    from .outputs import cleanup_stale_temps
+    from .writers import DirectorySink
+
+    batch.output.mkdir(parents=True, exist_ok=True)
+    with RunLock(batch.output, wait=batch.wait, on_wait=lambda who: _note(f"waiting for {who} ...")):
+        with Ledger.open(batch.output) as ledger:
+            ledger.recover_interrupted()
+            cleanup_stale_temps(batch.output)
+            yield DirectorySink(ledger, task.fingerprint(), suffix)
+
+
+@contextmanager
+def _signals(stop: threading.Event, runner):
     """SIGTERM asks the run to stop after the current batch (exit 143); Ctrl-C does the same with 130."""
     def on_term(signum, frame):
+        runner.stop_code = ExitCode.TERMINATED
         stop.set()
-        if runner_ref:
-            runner_ref[0].stop_code = ExitCode.TERMINATED
 
     previous = signal.signal(signal.SIGTERM, on_term)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-def _run(task, engine, paths: list[Path], fmt: str, batch_size: int, batch_tiles: int) -> None:
-    from .runner import RunOptions, Runner
-    from .writers import StdoutSink
-
-    stop = threading.Event()
-    runner = Runner(task, engine, _ReportingSink(StdoutSink()), fmt,
-                    RunOptions(batch_size=batch_size, max_batch_tiles=batch_tiles), stop=stop)
-    with _signals(stop, [runner]):
-        report = runner.run(paths)
-    _note(f"{report.done} done, {len(report.failures)} failed, {report.skipped} skipped, "
-          f"{report.pages} pages in {report.seconds:.1f} s")
-    code = report.exit_code()
-    if code != ExitCode.OK:
-        raise typer.Exit(int(code))
 
 
 # ----------------------------------------------------------------------------- commands
@@ -171,15 +245,18 @@ def _run(task, engine, paths: list[Path], fmt: str, batch_size: int, batch_tiles
 def ocr(
     paths: list[str] = PathsArg,
     fmt: Optional[str] = typer.Option(None, "--format", "-f", help="markdown, text (pages split by form feeds) or "
-                                      "jsonl (one record per page). Default: markdown for one document, "
-                                      "jsonl for several."),
+                                      "jsonl (one record per page). Default: markdown for one document or "
+                                      "with -o, jsonl for several on stdout."),
     text_layer: bool = typer.Option(True, "--text-layer/--no-text-layer",
                                     help="Give a PDF page's own text layer to the model as an anchor when it has "
                                          "a usable one (the output says which path was taken)."),
     model: str = ModelOpt, device: str = DeviceOpt, dtype: str = DtypeOpt,
     pages: Optional[str] = PagesOpt, password: Optional[str] = PasswordOpt,
     min_tiles: Optional[int] = MinTilesOpt, max_tiles: Optional[int] = MaxTilesOpt,
-    max_new_tokens: int = MaxNewTokensOpt, batch_size: int = BatchOpt, batch_tiles: int = BatchTilesOpt,
+    max_new_tokens: int = MaxNewTokensOpt,
+    output: Optional[Path] = OutputOpt, include: list[str] = IncludeOpt, exclude: list[str] = ExcludeOpt,
+    force: bool = ForceOpt, retry_failed: bool = RetryOpt, wait: bool = WaitOpt,
+    batch_size: int = BatchOpt, batch_tiles: int = BatchTilesOpt,
 ) -> None:
     """Transcribe PDFs and images to markdown or text, page by page.
 
@@ -188,25 +265,161 @@ def ocr(
       internvl ocr scan.pdf > scan.md
       internvl ocr photos/*.jpg --format jsonl | jq -r .text
       internvl ocr report.pdf --pages 1-3 --max-tiles 6
+      internvl ocr inbox/ -o out/        # cron: reruns skip what is done
     """
-    from .engine.base import Sampling
-    from .pages import parse_page_ranges
     from .tasks.ocr import FORMATS, OcrTask
-    from .tasks.pagewise import PageOptions
 
     with _exit_on_error():
-        files = _paths(paths)
-        fmt = fmt or ("markdown" if len(files) == 1 else "jsonl")
-        if fmt not in FORMATS:
-            raise UsageError(f"--format must be one of {', '.join(FORMATS)}")
-        parse_page_ranges(pages)  # bad ranges are usage errors before the model loads
-        if max_new_tokens < 1:
-            raise UsageError("--max-new-tokens must be at least 1")
+        batch = BatchArgs(paths, output, include, exclude, force, retry_failed, wait, batch_size, batch_tiles)
+        fmt = fmt or ("markdown" if output or _count_docs(paths) == 1 else "jsonl")
+        _check_choice("--format", fmt, FORMATS)
+        _check_common(pages, max_new_tokens)
         engine = _load_engine(model, device, dtype)
-        options = PageOptions(tiling=engine.tiling.with_limits(min_tiles, max_tiles),
-                              sampling=Sampling(max_new_tokens=max_new_tokens), password=password, pages=pages)
-        task = OcrTask(options, engine.model_id, use_text_layer=text_layer)
-        _run(task, engine, files, fmt, batch_size, batch_tiles)
+        options = _page_options(engine, pages, password, min_tiles, max_tiles, max_new_tokens)
+        suffix = {"markdown": ".md", "text": ".txt", "jsonl": ".jsonl"}[fmt]
+        run_batch(lambda: OcrTask(options, engine.model_id, use_text_layer=text_layer), engine, batch, fmt, suffix)
+
+
+@app.command()
+def chart(
+    paths: list[str] = PathsArg,
+    fmt: str = typer.Option("csv", "--format", "-f", help="csv, markdown, or json (one object per chart with "
+                            "columns and rows)."),
+    model: str = ModelOpt, device: str = DeviceOpt, dtype: str = DtypeOpt,
+    pages: Optional[str] = PagesOpt, password: Optional[str] = PasswordOpt,
+    min_tiles: Optional[int] = MinTilesOpt, max_tiles: Optional[int] = MaxTilesOpt,
+    max_new_tokens: int = MaxNewTokensOpt,
+    output: Optional[Path] = OutputOpt, include: list[str] = IncludeOpt, exclude: list[str] = ExcludeOpt,
+    force: bool = ForceOpt, retry_failed: bool = RetryOpt, wait: bool = WaitOpt,
+    batch_size: int = BatchOpt, batch_tiles: int = BatchTilesOpt,
+) -> None:
+    """Turn charts (images or PDF pages) into data tables.
+
+    Decoding is constrained to a rectangular table: one header row, every row the same number of
+    columns; numeric cells are normalised (thousands separators, currency signs and % removed).
+    Several charts on stdout are separated by a blank line.
+
+    \b
+    Examples:
+      internvl chart figure.png --format csv > data.csv
+      internvl chart report.pdf --pages 4 --format markdown
+    """
+    from .tasks.chart import FORMATS, ChartTask
+
+    with _exit_on_error():
+        batch = BatchArgs(paths, output, include, exclude, force, retry_failed, wait, batch_size, batch_tiles)
+        _check_choice("--format", fmt, FORMATS)
+        _check_common(pages, max_new_tokens)
+        engine = _load_engine(model, device, dtype)
+        options = _page_options(engine, pages, password, min_tiles, max_tiles, max_new_tokens)
+        suffix = {"csv": ".csv", "markdown": ".md", "json": ".jsonl"}[fmt]
+        run_batch(lambda: ChartTask(options, engine.model_id), engine, batch, fmt, suffix)
+
+
+@app.command()
+def extract(
+    paths: list[str] = PathsArg,
+    schema: str = typer.Option(..., "--schema", "-s", help="A JSON Schema file, or the name of a shipped one "
+                               "(see `internvl schemas`: invoice, receipt, key_value)."),
+    data_only: bool = typer.Option(False, "--data-only", help="Print only the extracted data of valid records."),
+    votes: int = typer.Option(1, "--votes", help="Sample N answers per document and take a field-wise "
+                              "majority vote (slower; greedy when 1)."),
+    window_pages: int = typer.Option(6, "--window-pages", help="Pages shown to the model at once; longer "
+                                     "documents are read in windows whose results are merged."),
+    window_tiles: int = typer.Option(24, "--window-tiles", help="Tiles shared by the pages of one window "
+                                     "(fewer tiles per page as pages grow)."),
+    text_layer: bool = typer.Option(True, "--text-layer/--no-text-layer",
+                                    help="Give a PDF's text layer to the model as an anchor."),
+    model: str = ModelOpt, device: str = DeviceOpt, dtype: str = DtypeOpt,
+    pages: Optional[str] = PagesOpt, password: Optional[str] = PasswordOpt,
+    max_tiles: Optional[int] = MaxTilesOpt, max_new_tokens: int = MaxNewTokensOpt,
+    output: Optional[Path] = OutputOpt, include: list[str] = IncludeOpt, exclude: list[str] = ExcludeOpt,
+    force: bool = ForceOpt, retry_failed: bool = RetryOpt, wait: bool = WaitOpt,
+    batch_size: int = BatchOpt, batch_tiles: int = BatchTilesOpt,
+) -> None:
+    """Extract one schema-valid JSON record per document.
+
+    Output: one JSON line per document, {"file", "pages", "data", "valid", "errors", "model",
+    "seconds"}. Decoding is constrained by the schema; a record that still fails validation (for
+    example cut off by --max-new-tokens) has "valid": false and its errors, and exits with code 11.
+
+    \b
+    Examples:
+      internvl extract invoices/ --schema invoice > invoices.jsonl
+      internvl extract scan.pdf --schema my-schema.json --data-only | jq .total
+    """
+    from .engine.base import Sampling
+    from .structured import load_schema
+    from .tasks.extract import ExtractOptions, ExtractTask
+
+    with _exit_on_error():
+        batch = BatchArgs(paths, output, include, exclude, force, retry_failed, wait, batch_size, batch_tiles)
+        _check_common(pages, max_new_tokens)
+        if votes < 1 or window_pages < 1 or window_tiles < 1:
+            raise UsageError("--votes, --window-pages and --window-tiles must be at least 1")
+        loaded = load_schema(schema)  # a bad schema fails before any model is loaded
+        engine = _load_engine(model, device, dtype)
+        options = ExtractOptions(
+            tiling=engine.tiling.with_limits(None, max_tiles), sampling=Sampling(max_new_tokens=max_new_tokens),
+            window_pages=window_pages, window_tiles=window_tiles, votes=votes, password=password, pages=pages,
+            use_text_layer=text_layer)
+        fmt = "data" if data_only else "record"
+        run_batch(lambda: ExtractTask(options, loaded, engine.model_id), engine, batch, fmt, ".json")
+
+
+@app.command()
+def schemas() -> None:
+    """List the JSON Schemas shipped with internvl-cli (use their names with `extract --schema`)."""
+    from .structured import list_schemas
+
+    with _exit_on_error():
+        for name, description in list_schemas():
+            typer.echo(f"{name}\t{description}")
+
+
+@app.command()
+def status(
+    output: Path = typer.Argument(..., help="An output directory written with -o."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Summarise an output directory: documents done, failed (with reasons) and pending."""
+    from .ledger import Ledger
+
+    with _exit_on_error():
+        if not output.is_dir():
+            raise UsageError(f"{output}: not a directory")
+        with Ledger.open(output, create=False) as ledger:
+            summary = ledger.summary()
+        if as_json:
+            typer.echo(json.dumps(summary, indent=2, default=str))
+            return
+        typer.echo(f"done: {summary['done']}  failed: {summary['failed']}  pending: {summary['pending']}  "
+                   f"running: {summary['running']}  interrupted: {summary.get('interrupted', 0)}  "
+                   f"pages: {summary['pages']}")
+        for failure in summary["failures"]:
+            typer.echo(f"failed: {failure['source']}: {failure['error']}")
+
+
+def _check_choice(option: str, value: str, choices) -> None:
+    if value not in choices:
+        raise UsageError(f"{option} must be one of {', '.join(choices)}")
+
+
+def _check_common(pages: Optional[str], max_new_tokens: int) -> None:
+    """Usage errors surface before the (slow) model load."""
+    from .pages import parse_page_ranges
+
+    parse_page_ranges(pages)
+    if max_new_tokens < 1:
+        raise UsageError("--max-new-tokens must be at least 1")
+
+
+def _page_options(engine, pages, password, min_tiles, max_tiles, max_new_tokens):
+    from .engine.base import Sampling
+    from .tasks.pagewise import PageOptions
+
+    return PageOptions(tiling=engine.tiling.with_limits(min_tiles, max_tiles),
+                       sampling=Sampling(max_new_tokens=max_new_tokens), password=password, pages=pages)
 
 
 @app.command()
@@ -228,7 +441,7 @@ def inspect(
         tiling = TilingConfig().with_limits(min_tiles, max_tiles)
         failed: list[InternVLError] = []
         rows = []
-        for path in _paths(paths):
+        for path in [doc.path for doc in _discover_plain(paths)]:
             try:
                 rows.extend(inspect_pages(path, tiling, password=password, pages=pages))
             except InternVLError as error:
@@ -238,6 +451,15 @@ def inspect(
         if failed:
             codes = {e.exit_code for e in failed}
             raise typer.Exit(int(codes.pop() if len(codes) == 1 and not rows else ExitCode.PARTIAL))
+
+
+def _discover_plain(paths: list[str]):
+    from .inputs import discover
+
+    found = discover(paths, stdin=sys.stdin)
+    for error in found.errors:
+        report_error(error)
+    return found.docs
 
 
 def _print_inspection(rows: list[dict], as_json: bool) -> None:

@@ -19,6 +19,7 @@ class ExitCode(IntEnum):
     SCHEMA = 8               # the JSON Schema file is invalid
     BUSY = 9                 # another run holds the output directory (use --wait)
     PARTIAL = 10             # the run finished but some documents failed
+    INVALID_OUTPUT = 11      # an answer could not be made schema-valid (the record carries its errors)
     INTERRUPTED = 130        # Ctrl-C
     TERMINATED = 143         # SIGTERM
 
@@ -83,3 +84,10 @@ class SchemaError(InternVLError):
 class BusyError(InternVLError):
     exit_code = ExitCode.BUSY
     hint = "another internvl run is writing to this output directory; pass --wait to wait for it"
+
+
+class InvalidOutputError(InternVLError):
+    """The model's answer did not validate (e.g. cut off by --max-new-tokens); the record lists the errors."""
+
+    exit_code = ExitCode.INVALID_OUTPUT
+    hint = "see the record's errors; a higher --max-new-tokens helps when the answer was cut off"

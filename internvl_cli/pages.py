@@ -91,7 +91,7 @@ def parse_page_ranges(spec: str | None) -> Callable[[int], list[int]] | None:
 def open_pages(path: Path, *, password: str | None = None, pages: str | None = None) -> Iterator[Page]:
     """Yields the selected pages of a PDF or image file lazily; raises InputFileError for unreadable files.
 
-    The file stays open while the iterator runs: render each page before advancing past the last one.
+    A PDF stays open as long as one of its pages is referenced, so pages may be rendered after iterating.
     """
     path = Path(path)
     if not path.exists():
@@ -151,14 +151,13 @@ def _pdf_pages(path: Path, password: str | None, select) -> Iterator[Page]:
 
 
 def _iter_pdf(doc, path: Path, count: int, indices: list[int]) -> Iterator[Page]:
-    try:
-        for index in indices:
-            try:
-                yield _pdf_page(doc, path, count, index)
-            except InputFileError as exc:
-                yield Page(doc_path=path, index=index, count=count, width=1, height=1, kind="pdf", error=exc)
-    finally:
-        doc.close()
+    # The document is not closed here: yielded pages may still be rendered after the loop ends (a task that
+    # groups pages into windows does). It is freed with its last page, by reference counting.
+    for index in indices:
+        try:
+            yield _pdf_page(doc, path, count, index)
+        except InputFileError as exc:
+            yield Page(doc_path=path, index=index, count=count, width=1, height=1, kind="pdf", error=exc)
 
 
 def _pdf_page(doc, path: Path, count: int, index: int) -> Page:

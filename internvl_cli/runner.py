@@ -53,8 +53,6 @@ class RunReport:
 class Sink(Protocol):
     """Where finished documents go: stdout, or an output directory with its ledger."""
 
-    def should_process(self, path: Path) -> bool: ...
-
     def emit(self, path: Path, result: DocumentResult, rendered: str) -> None: ...
 
     def fail(self, path: Path, error: InternVLError) -> None: ...
@@ -65,17 +63,17 @@ class Progress(Protocol):
 
     def pages_done(self, count: int) -> None: ...
 
-    def document_finished(self, path: Path, ok: bool, skipped: bool = False) -> None: ...
+    def document_finished(self, path: Path, ok: bool) -> None: ...
 
 
-class NullProgress:
+class _Silent:
     def document_started(self, path: Path) -> None:
         pass
 
     def pages_done(self, count: int) -> None:
         pass
 
-    def document_finished(self, path: Path, ok: bool, skipped: bool = False) -> None:
+    def document_finished(self, path: Path, ok: bool) -> None:
         pass
 
 
@@ -85,11 +83,10 @@ class _Doc:
     outcomes: dict[int, Outcome] = field(default_factory=dict)
     expected: int | None = None
     error: InternVLError | None = None
-    skipped: bool = False
 
     @property
     def complete(self) -> bool:
-        return self.skipped or self.error is not None or (
+        return self.error is not None or (
             self.expected is not None and len(self.outcomes) == self.expected)
 
 
@@ -103,7 +100,7 @@ class Runner:
                  progress: Progress | None = None, stop: threading.Event | None = None):
         self.task, self.engine, self.sink, self.fmt = task, engine, sink, fmt
         self.options = options
-        self.progress = progress or NullProgress()
+        self.progress = progress or _Silent()
         self.stop = stop or threading.Event()
         self.stop_code = ExitCode.INTERRUPTED
         self.report = RunReport()
@@ -134,9 +131,6 @@ class Runner:
                 break
             self._put(feed, ("start", index, path))
             try:
-                if not self.sink.should_process(path):
-                    self._put(feed, ("skip", index, None))
-                    continue
                 count = 0
                 for unit in self.task.units(path):
                     if self.stop.is_set():
@@ -202,8 +196,6 @@ class Runner:
         if kind == "start":
             self._docs.append(_Doc(path=payload))
             self.progress.document_started(payload)
-        elif kind == "skip":
-            self._docs[index].skipped = True
         elif kind == "end":
             self._docs[index].expected = payload
         elif kind == "error":
@@ -240,14 +232,10 @@ class Runner:
         """Finishes documents in input order, so stdout keeps the order the user gave."""
         while self._next_emit < len(self._docs) and self._docs[self._next_emit].complete:
             self._finish(self._docs[self._next_emit])
-            self._docs[self._next_emit] = _Doc(path=self._docs[self._next_emit].path, skipped=True)  # free it
+            self._docs[self._next_emit] = _Doc(path=self._docs[self._next_emit].path, expected=0)  # free its results
             self._next_emit += 1
 
     def _finish(self, doc: _Doc) -> None:
-        if doc.skipped:
-            self.report.skipped += 1
-            self.progress.document_finished(doc.path, ok=True, skipped=True)
-            return
         if doc.error is None and doc.expected == 0:
             doc.error = InternVLError("no pages to process", path=doc.path)
         if doc.error is not None:
@@ -256,6 +244,8 @@ class Runner:
         result = self.task.finish(doc.path, outcomes, doc.expected or 0)
         self.report.pages += result.page_count
         if result.failed:
+            if result.keep_output:  # e.g. an invalid extract record: shown with its errors, flagged invalid
+                self.sink.emit(doc.path, result, self.task.render(result, self.fmt))
             return self._fail(doc.path, result.error or InternVLError("too many pages failed", path=doc.path))
         self.sink.emit(doc.path, result, self.task.render(result, self.fmt))
         self.report.done += 1

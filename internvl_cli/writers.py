@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
 from .errors import InternVLError
+from .inputs import InputDoc
+from .ledger import Ledger, content_hash, new_run_id, task_hash
+from .outputs import atomic_write_text, output_path
 from .tasks.base import DocumentResult
 
 
@@ -15,12 +19,71 @@ class StdoutSink:
     def __init__(self, stream: TextIO | None = None):
         self.stream = stream or sys.stdout
 
-    def should_process(self, path: Path) -> bool:
-        return True
-
     def emit(self, path: Path, result: DocumentResult, rendered: str) -> None:
-        self.stream.write(rendered)
-        self.stream.flush()
+        if rendered:
+            self.stream.write(rendered)
+            self.stream.flush()
 
     def fail(self, path: Path, error: InternVLError) -> None:
         pass
+
+
+@dataclass
+class Plan:
+    """What a run over an output directory will do: documents to process and those already done."""
+
+    todo: list[InputDoc] = field(default_factory=list)
+    skipped: list[InputDoc] = field(default_factory=list)
+    unreadable: list[InternVLError] = field(default_factory=list)
+
+
+class DirectorySink:
+    """One output file per document, mirrored under the output directory; the ledger row follows the file.
+
+    Order matters for "nothing lost": the output is written atomically first, then the ledger says done.
+    A kill between the two only means the document is redone (and its output replaced) next time.
+    """
+
+    def __init__(self, ledger: Ledger, fingerprint: dict, suffix: str):
+        self.ledger = ledger
+        self.task = task_hash(fingerprint)
+        self.suffix = suffix
+        self.run_id = new_run_id()
+        self._docs: dict[Path, tuple[InputDoc, str]] = {}
+
+    def plan(self, docs: list[InputDoc], force: bool = False, retry_failed: bool = False) -> Plan:
+        """Hashes every document's content and asks the ledger which ones still need work."""
+        plan = Plan()
+        for doc in docs:
+            try:
+                digest = content_hash(doc.path)
+            except InternVLError as error:
+                plan.unreadable.append(error)
+                continue
+            if not self.ledger.should_process(digest, self.task, force=force, retry_failed=retry_failed):
+                self.ledger.mark_seen(digest, self.task, source=doc.path)
+                plan.skipped.append(doc)
+                continue
+            # Marked running now: a run killed before finishing leaves rows the next run recovers and redoes.
+            self.ledger.mark_running(digest, self.task, source=doc.path, output_path=self._output(doc),
+                                     run_id=self.run_id)
+            self._docs[doc.path] = (doc, digest)
+            plan.todo.append(doc)
+        return plan
+
+    def emit(self, path: Path, result: DocumentResult, rendered: str) -> None:
+        doc, digest = self._docs[path]
+        if result.failed:
+            return  # failed documents leave no output file; the ledger keeps their errors
+        target = self._output(doc)
+        atomic_write_text(target, rendered)
+        failed_pages = sum(1 for record in result.records if record.get("error"))
+        self.ledger.mark_done(digest, self.task, output_path=target, pages=result.page_count,
+                              seconds=result.seconds, pages_failed=failed_pages)
+
+    def fail(self, path: Path, error: InternVLError) -> None:
+        _, digest = self._docs[path]
+        self.ledger.mark_failed(digest, self.task, error=error, exit_code=int(error.exit_code))
+
+    def _output(self, doc: InputDoc) -> Path:
+        return output_path(self.ledger.out_dir, doc.relative, self.suffix)

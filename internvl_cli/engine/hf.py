@@ -90,7 +90,7 @@ class TransformersEngine:
             pixels = torch.from_numpy(np.concatenate(images))
             kwargs["pixel_values"] = pixels.to(self.device, dtype=self.dtype)
         stopper = _RepetitionStopper(input_ids.shape[1], self.repetition, torch)
-        processors = _constraint_processors(constraint, self.tokenizer, len(batch))
+        processors = _constraint_processors(constraint, self.tokenizer, len(batch), self._eos_ids())
         if sampling.do_sample and sampling.seed is not None:
             torch.manual_seed(sampling.seed)
         with torch.inference_mode():
@@ -166,12 +166,15 @@ class _RepetitionStopper:
         return done
 
 
-def _constraint_processors(constraint: Constraint | None, tokenizer, batch_size: int) -> list:
+def _constraint_processors(constraint: Constraint | None, tokenizer, batch_size: int, eos_ids: list[int]) -> list:
+    """llguidance masks for a constrained request: one grammar matcher per batch row."""
     if constraint is None:
         return []
-    from ..structured import logits_processor_for
+    from ..structured import grammar_logits_processor, json_logits_processor
 
-    return [logits_processor_for(constraint, tokenizer, batch_size)]
+    if constraint.kind == "json_schema":
+        return [json_logits_processor(tokenizer, json.loads(constraint.spec), batch_size, eos_token_id=eos_ids)]
+    return [grammar_logits_processor(tokenizer, constraint.spec, batch_size, eos_token_id=eos_ids)]
 
 
 # ---------------------------------------------------------------------- loading

@@ -42,6 +42,7 @@ class DocumentResult:
     error: InternVLError | None = None
     page_count: int = 0
     seconds: float = 0.0
+    keep_output: bool = False  # emit the records even though the document failed (they carry the errors)
 
 
 class Task(Protocol):

@@ -1,0 +1,66 @@
+"""Step 4d, the chart task: one table per chart image or PDF page, decoding constrained to a rectangular CSV."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+from ..engine.base import Constraint
+from ..pages import Page
+from ..resources import read_prompt
+from ..structured import normalise_numbers, parse_table, table_grammar
+from .base import DocumentResult
+from .pagewise import PageTask
+
+FORMATS = ("csv", "markdown", "json")
+
+
+class ChartTask(PageTask):
+    name = "chart"
+
+    def __init__(self, options, model_id: str):
+        super().__init__(options, model_id)
+        self.prompt = read_prompt("chart")
+        self._constraint = Constraint("grammar", table_grammar())
+
+    def settings(self) -> dict:
+        return {"prompt": self.prompt}
+
+    def constraint(self) -> Constraint:
+        return self._constraint
+
+    def prompt_for(self, page: Page) -> tuple[str, str]:
+        return self.prompt, "vision"
+
+    def page_record(self, base: dict, text: str) -> dict:
+        rows = parse_table(text)
+        if rows and any(len(row) != len(rows[0]) for row in rows):
+            # The grammar makes this impossible unless the answer was cut by --max-new-tokens mid-row.
+            rows = [row for row in rows if len(row) == len(rows[0])]
+            base["flags"].append("ragged-rows-dropped")
+        rows = normalise_numbers(rows) if rows else rows
+        base["columns"] = rows[0] if rows else []
+        base["rows"] = rows[1:] if rows else []
+        return base
+
+    def render(self, result: DocumentResult, fmt: str) -> str:
+        tables = [r for r in result.records if not r.get("error")]
+        if fmt == "json":
+            keys = ("file", "page", "columns", "rows", "flags", "tiles", "seconds", "model")
+            return "".join(json.dumps({k: r.get(k) for k in keys}, ensure_ascii=False) + "\n" for r in tables)
+        render = _csv if fmt == "csv" else _markdown
+        return "\n".join(render([r["columns"], *r["rows"]]) for r in tables)
+
+
+def _csv(rows: list[list[str]]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(rows)
+    return buffer.getvalue()
+
+
+def _markdown(rows: list[list[str]]) -> str:
+    def line(cells):
+        return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |\n"
+
+    header, *body = rows
+    return line(header) + line(["---"] * len(header)) + "".join(line(row) for row in body)

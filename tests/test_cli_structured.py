@@ -1,0 +1,88 @@
+"""`internvl extract` and `internvl chart` on the tiny model: output always parses and validates (or says why not)."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+from conftest import SAMPLES
+from internvl_cli.errors import ExitCode
+from internvl_cli.structured import load_schema, validate
+
+
+def test_extract_prints_one_schema_valid_line_per_document(cli, tiny_model):
+    code, out, err = cli("extract", SAMPLES, "--schema", "invoice", "--model", tiny_model,
+                         "--max-new-tokens", "120")
+    records = [json.loads(line) for line in out.splitlines()]
+    assert len(records) == 4, err  # chart, invoice, receipt, scanned letter
+    schema = load_schema("invoice").schema
+    for record in records:
+        assert {"file", "pages", "data", "valid", "errors", "model", "seconds"} <= record.keys()
+        if record["valid"]:
+            assert validate(record["data"], schema) == []
+        else:
+            assert record["errors"]
+    # Random weights rarely finish a whole invoice in 120 tokens: those records must say so, never pass as valid.
+    valid = [r["valid"] for r in records]
+    assert code == (ExitCode.OK if all(valid) else ExitCode.PARTIAL if any(valid) else ExitCode.INVALID_OUTPUT)
+    assert [r["pages"] for r in records if r["file"].endswith("invoice.pdf")] == [2]
+
+
+def test_truncated_extraction_is_reported_invalid_never_as_valid(cli, tiny_model):
+    code, out, err = cli("extract", SAMPLES / "receipt.jpg", "--schema", "receipt", "--model", tiny_model,
+                         "--max-new-tokens", "3")
+    record = json.loads(out)
+    assert record["valid"] is False and record["errors"]
+    assert code == ExitCode.INVALID_OUTPUT and "receipt.jpg" in err
+    code, out, _ = cli("extract", SAMPLES / "receipt.jpg", "--schema", "receipt", "--model", tiny_model,
+                       "--max-new-tokens", "3", "--data-only")
+    assert out == "" and code == ExitCode.INVALID_OUTPUT
+
+
+def test_votes_sample_several_answers(cli, tiny_model, tmp_path):
+    schema = tmp_path / "small.json"
+    schema.write_text(json.dumps({
+        "type": "object", "additionalProperties": False, "required": ["kind", "count"],
+        "properties": {"kind": {"enum": ["invoice", "receipt", "letter"]},
+                       "count": {"type": "integer", "minimum": 0, "maximum": 9}}}))
+    code, out, err = cli("extract", SAMPLES / "chart.png", "--schema", schema, "--model", tiny_model,
+                         "--votes", "3", "--max-new-tokens", "40")
+    record = json.loads(out)
+    assert code == 0, err
+    assert record["valid"] and record["data"]["kind"] in ("invoice", "receipt", "letter")
+
+
+def test_bad_schema_fails_before_the_model_loads(cli, tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    code, out, err = cli("extract", SAMPLES / "chart.png", "--schema", bad, "--model", "/nonexistent")
+    assert code == ExitCode.SCHEMA and "bad.json" in err and "loading model" not in err
+    remote = tmp_path / "remote.json"
+    remote.write_text(json.dumps({"$ref": "https://example.com/schema.json"}))
+    code, _, err = cli("extract", SAMPLES / "chart.png", "--schema", remote, "--model", "/nonexistent")
+    assert code == ExitCode.SCHEMA and "remote.json" in err
+
+
+def test_schemas_lists_the_shipped_ones(cli):
+    code, out, _ = cli("schemas")
+    names = [line.split("\t")[0] for line in out.splitlines()]
+    assert code == 0 and {"invoice", "receipt", "key_value"} <= set(names)
+
+
+def test_chart_csv_is_rectangular_and_parses(cli, tiny_model):
+    code, out, err = cli("chart", SAMPLES / "chart.png", "--format", "csv", "--model", tiny_model,
+                         "--max-new-tokens", "60")
+    assert code == 0, err
+    rows = list(csv.reader(io.StringIO(out)))
+    assert rows and all(len(row) == len(rows[0]) for row in rows)
+
+
+def test_chart_json_and_markdown(cli, tiny_model):
+    code, out, _ = cli("chart", SAMPLES / "chart.png", "--format", "json", "--model", tiny_model,
+                       "--max-new-tokens", "40")
+    record = json.loads(out)
+    assert code == 0 and all(len(row) == len(record["columns"]) for row in record["rows"])
+    code, out, _ = cli("chart", SAMPLES / "chart.png", "--format", "markdown", "--model", tiny_model,
+                       "--max-new-tokens", "40")
+    lines = out.strip().splitlines()
+    assert code == 0 and lines[1].startswith("| ---") and len({line.count(" | ") for line in lines}) == 1
