@@ -400,6 +400,65 @@ def status(
             typer.echo(f"failed: {failure['source']}: {failure['error']}")
 
 
+@app.command()
+def convert(
+    src: Path = typer.Argument(..., help="A checkpoint directory in the original remote-code layout "
+                               "(InternVLChatModel), bf16 or AWQ."),
+    dst: Path = typer.Argument(..., help="Where to write the native (-hf) layout checkpoint."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace DST if it already holds files."),
+) -> None:
+    """Convert an official remote-code InternVL checkpoint to the native transformers layout, offline.
+
+    No remote code is executed. The fused vision qkv is split, weights renamed, AWQ quantization lifted
+    to the top-level config, and tokenizer, chat template and preprocessor config written. Commands do
+    this by themselves (once, cached) when --model names such a checkpoint.
+    """
+    from .convert import convert_checkpoint
+
+    with _exit_on_error():
+        out = convert_checkpoint(src, dst, overwrite=overwrite)
+        _note(f"converted {src} -> {out}")
+
+
+@app.command()
+def models(as_json: bool = typer.Option(False, "--json", help="Print JSON lines.")) -> None:
+    """List the model presets: size, layout, quantization, expected GPU memory, and whether cached locally."""
+    from .presets import PRESETS, is_cached
+
+    with _exit_on_error():
+        rows = [{**preset.__dict__, "cached": is_cached(preset), "default": name == DEFAULT_MODEL}
+                for name, preset in PRESETS.items()]
+        if as_json or not sys.stdout.isatty():
+            for row in rows:
+                typer.echo(json.dumps(row))
+            return
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table("preset", "repository", "layout", "quant", "params", "GPU GB", "max tiles", "cached")
+        for row in rows:
+            name = row["name"] + (" (default)" if row["default"] else "")
+            table.add_row(name, row["repo_id"], row["layout"], row["quantization"], row["params"],
+                          f"{row['gpu_memory_gb']:.1f}", str(row["max_tiles"]), "yes" if row["cached"] else "no")
+        Console().print(table)
+
+
+@app.command()
+def doctor(as_json: bool = typer.Option(False, "--json", help="Print the report as JSON.")) -> None:
+    """Check this machine: torch, CUDA and GPU memory, key package versions, AWQ kernels, which presets fit."""
+    from .diagnostics import diagnose
+
+    with _exit_on_error():
+        report = diagnose()
+        if as_json:
+            typer.echo(json.dumps(report, indent=2))
+            return
+        for key, value in report.items():
+            if isinstance(value, list):
+                value = ", ".join(value) or "none"
+            typer.echo(f"{key:>16}: {value}")
+
+
 def _check_choice(option: str, value: str, choices) -> None:
     if value not in choices:
         raise UsageError(f"{option} must be one of {', '.join(choices)}")
@@ -482,7 +541,11 @@ def _print_inspection(rows: list[dict], as_json: bool) -> None:
 
 def main() -> None:
     """Console-script entry point."""
-    app()
+    try:
+        app()
+    except BrokenPipeError:  # `internvl ... | head`: the reader left; that is not an error
+        sys.stderr.close()
+        raise SystemExit(0) from None
 
 
 if __name__ == "__main__":

@@ -44,3 +44,13 @@ def find_preset(spec: str) -> Preset | None:
         if lowered in (preset.name, preset.repo_id.lower()):
             return preset
     return None
+
+
+def is_cached(preset: Preset) -> bool:
+    """Whether the preset's checkpoint is already in the local Hugging Face cache (no network used)."""
+    try:
+        from huggingface_hub import scan_cache_dir
+
+        return any(repo.repo_id == preset.repo_id for repo in scan_cache_dir().repos)
+    except Exception:  # no cache directory yet, or an unreadable one: not cached
+        return False

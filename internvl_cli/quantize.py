@@ -89,7 +89,10 @@ def _check_source(src: Path) -> dict:
     path = src / "config.json"
     if not path.is_file():
         raise ModelLoadError("config.json is missing: not a model checkpoint directory", path=src)
-    config = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"config.json is unreadable ({exc})", path=src) from None
     if config.get("model_type") != "internvl":
         raise ModelLoadError(f"model_type '{config.get('model_type')}' is not the native InternVL layout", path=src,
                              hint="convert it first with `internvl convert SRC DST`")
@@ -105,13 +108,25 @@ def _check_arguments(config: dict, dst: Path, images: list[Path], group_size: in
         raise UsageError(f"group size {group_size} must be 32, 64 or 128 and divide the widths {widths}")
     if not 1 <= max_tiles <= 12:
         raise UsageError("calibration max tiles must be between 1 and 12")
-    if dst.exists() and any(dst.iterdir()):
+    if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
         raise UsageError(f"{dst} is not empty: pass a new output directory")
     if not images:
         raise UsageError("quantizing needs calibration images (a few dozen pages like the ones you will read)")
     for image in images:
-        if not Path(image).is_file():
-            raise InputFileError("calibration image not found", path=image)
+        _check_image(Path(image))
+
+
+def _check_image(path: Path) -> None:
+    """Fail before the model loads (minutes) rather than midway through calibration."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.is_file():
+        raise InputFileError("calibration image not found", path=path)
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except (OSError, UnidentifiedImageError, SyntaxError) as exc:
+        raise InputFileError(f"cannot read the calibration image ({exc})", path=path) from None
 
 
 def _conversation(image: Path, prompt: str) -> list[dict]:

@@ -7,6 +7,7 @@ import io
 import json
 import math
 import re
+import time
 import weakref
 from collections import Counter
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ import numpy as np
 from llguidance import LLMatcher
 
 from internvl_cli.errors import SchemaError
+from internvl_cli.resources import data_dir
 
 if TYPE_CHECKING:  # torch is imported lazily: schema checks and `internvl schemas` should not pay ~2 s for it
     import torch
@@ -29,9 +31,6 @@ JSON_OPTIONS: dict[str, Any] = {"whitespace_flexible": False, "item_separator": 
 
 # Keys whose values are data, not subschemas: never walked for `$ref`/`format`.
 _DATA_KEYS = frozenset({"enum", "const", "default", "examples"})
-
-_PACKAGE_SCHEMAS = Path(__file__).resolve().parent / "_data" / "schemas"
-_REPO_SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -49,18 +48,13 @@ class LoadedSchema:
     warnings: tuple[str, ...] = field(default=())
 
 
-def schema_dirs() -> list[Path]:
-    """Where shipped schemas live: the installed package data first, then the source checkout's `schemas/`."""
-    return [d for d in (_PACKAGE_SCHEMAS, _REPO_SCHEMAS) if d.is_dir()]
-
-
 def _shipped_schema_files() -> dict[str, Path]:
-    """Shipped schema name -> file; the first directory wins when both exist."""
-    found: dict[str, Path] = {}
-    for directory in schema_dirs():
-        for file in sorted(directory.glob("*.json")):
-            found.setdefault(file.stem, file)
-    return found
+    """Shipped schema name -> file, from the packaged data or the source checkout (resources.data_dir)."""
+    try:
+        directory = data_dir("schemas")
+    except FileNotFoundError:
+        return {}  # a broken install: name lookups then fail with "shipped: none"
+    return {file.stem: file for file in sorted(directory.glob("*.json"))}
 
 
 def _resolve_spec(spec: str) -> tuple[str, Path]:
@@ -210,9 +204,10 @@ def _compile_check(grammar: str, source: str | Path) -> tuple[str, ...]:
     is_error, messages = LLMatcher.validate_grammar_with_warnings(grammar, None)
     if is_error:
         cause = " ".join(" ".join(messages).split())
+        unsupported = any(word in cause for word in ("Unimplemented", "Unknown format", "not supported"))
         raise SchemaError(
             f"schema not supported for constrained decoding: {cause}", path=source,
-            hint="remove or rewrite the unsupported keyword",
+            hint="remove or rewrite the unsupported keyword" if unsupported else None,
         )
     return tuple(" ".join(m.split()) for m in messages)
 
@@ -400,8 +395,6 @@ class GrammarLogitsProcessor:
     # -- the generate() hook -----------------------------------------------------------------------
 
     def __call__(self, input_ids: "torch.LongTensor", scores: "torch.FloatTensor") -> "torch.FloatTensor":
-        import time
-
         started = time.perf_counter()
         rows, length = input_ids.shape
         if self._seen_length is None or length != self._seen_length + 1 or rows != len(self._rows):
@@ -434,24 +427,27 @@ class GrammarLogitsProcessor:
 
     def _allowed_tokens(self, vocab: int) -> np.ndarray:
         """Boolean (rows, vocab) mask of the tokens each row may produce next."""
-        bitmask = llnp.allocate_token_bitmask(len(self._rows), self._tokenizer.vocab_size)
-        live = [(r.matcher, i) for i, r in enumerate(self._rows) if not r.finished and not r.matcher.is_stopped()]
-        if len(live) == 1:  # one row: a thread-pool hop costs more than it saves
-            llnp.fill_next_token_bitmask(live[0][0], bitmask, live[0][1])
-        elif live:
-            llnp.fill_next_token_bitmask_par(_executor(), live, bitmask)
-        bits = np.unpackbits(bitmask.view(np.uint8), axis=1, bitorder="little").astype(bool)
-        live_rows = {i for _, i in live}
+        live = [i for i, row in enumerate(self._rows) if not row.finished and not row.matcher.is_stopped()]
+        bits = self._grammar_masks(live)
         for i, row in enumerate(self._rows):
-            if i not in live_rows or not bits[i].any():
-                if i in live_rows and row.error is None:
-                    row.error = " ".join(row.matcher.get_error().split())[:300] or "grammar allows no token"
+            if i in live and not bits[i].any() and row.error is None:
+                row.error = " ".join(row.matcher.get_error().split())[:300] or "the grammar allows no token"
+            if i not in live or not bits[i].any():
                 bits[i] = False
-                bits[i, self._eos] = True  # done, complete or stuck: only EOS ends the row cleanly
+                bits[i, self._eos] = True  # complete, finished or stuck: only EOS ends the row cleanly
         if bits.shape[1] >= vocab:
             return bits[:, :vocab]
         # the model's embedding may be padded past the tokenizer: those ids are never allowed
         return np.pad(bits, ((0, 0), (0, vocab - bits.shape[1])))
+
+    def _grammar_masks(self, live: list[int]) -> np.ndarray:
+        """llguidance's masks for the live rows, unpacked to booleans (other rows all False)."""
+        bitmask = np.zeros(llnp.get_bitmask_shape(len(self._rows), self._tokenizer.vocab_size), dtype=np.int32)
+        if len(live) == 1:  # one row: a thread-pool hop costs more than it saves
+            llnp.fill_next_token_bitmask(self._rows[live[0]].matcher, bitmask, live[0])
+        elif live:
+            llnp.fill_next_token_bitmask_par(_executor(), [(self._rows[i].matcher, i) for i in live], bitmask)
+        return np.unpackbits(bitmask.view(np.uint8), axis=1, bitorder="little").astype(bool)
 
 
 def _apply_mask(scores: "torch.Tensor", allowed: np.ndarray) -> "torch.Tensor":
@@ -478,9 +474,10 @@ def json_logits_processor(
     `eos_token_id`: the ids that end generation (generation_config.eos_token_id); default the tokenizer's.
     """
     grammar = json_grammar(schema)
+    lltok = ll_tokenizer(tokenizer, _eos_ids(tokenizer, eos_token_id))
     try:
-        return GrammarLogitsProcessor(ll_tokenizer(tokenizer, _eos_ids(tokenizer, eos_token_id)), grammar, batch_size)
-    except ValueError as exc:
+        return GrammarLogitsProcessor(lltok, grammar, batch_size)
+    except ValueError as exc:  # load_schema() already compiled it, so only unchecked dicts land here
         raise SchemaError(f"schema not supported for constrained decoding: {exc}") from None
 
 

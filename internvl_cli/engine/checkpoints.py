@@ -43,8 +43,6 @@ def _native(path: Path) -> Path:
     """The directory itself for native checkpoints; remote-code ones are converted once and cached."""
     if not (path / "config.json").exists():
         raise ModelLoadError("no config.json: not a model checkpoint directory", path=path)
-    try:
-        from ..convert import ensure_native
-    except ImportError:  # conversion support not installed in this build
-        return path
+    from ..convert import ensure_native
+
     return ensure_native(path)

@@ -1,0 +1,331 @@
+"""AWQ: the tiny 4-bit checkpoint's packing, its loading through transformers + gptqmodel, and quantization."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+
+import tiny_awq
+from internvl_cli.engine import awq
+from internvl_cli.errors import ModelLoadError
+
+# AWQ (CPU kernel, bfloat16) vs the same model with the dequantized weights in float32. Measured over seeds
+# 0-2 and group sizes 32/64: at most 0.008 (1-2 bfloat16 steps at |logit| ~ 1.4; logits' std is 0.16).
+# The quantization error itself (dequantized vs original weights) is 0.06-0.09, and packing mistakes are
+# far larger (AWQ column order ignored: 0.7; zero point off by one: 1.0; scales 5% off: 0.056), so
+# 0.02 passes bfloat16 rounding and fails any of them.
+LOGIT_ATOL = 0.02
+TILES = 2
+
+gptqmodel = pytest.importorskip("gptqmodel", reason="AWQ loading needs gptqmodel (see README: internvl-cli[awq])")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _quiet_gptqmodel():
+    # gptqmodel logs each kernel choice; keep the test output readable.
+    from logbar import LogBar
+
+    LogBar.shared().setLevel(logging.WARNING)
+
+
+@pytest.fixture(scope="module")
+def awq_dir(tmp_path_factory) -> Path:
+    return tiny_awq.build_tiny_native_awq(tmp_path_factory.mktemp("awq") / "tiny-awq", seed=0, group_size=32)
+
+
+@pytest.fixture(scope="module")
+def awq_model(awq_dir):
+    return _load(awq_dir)
+
+
+@pytest.fixture(scope="module")
+def reference_logits(tmp_path_factory) -> torch.Tensor:
+    from transformers import AutoModelForImageTextToText
+
+    ref_dir = tiny_awq.build_dequantized_reference(tmp_path_factory.mktemp("ref") / "tiny-ref", seed=0, group_size=32)
+    model = AutoModelForImageTextToText.from_pretrained(ref_dir, dtype=torch.float32).eval()
+    return _logits(model, torch.float32)
+
+
+def _inputs(config, dtype) -> dict:
+    """Two 448x448 tiles and a prompt with <img> + 256 <IMG_CONTEXT> per tile + </img>, as the processor builds it."""
+    generator = torch.Generator().manual_seed(1)
+    pixel_values = torch.randn(TILES, 3, 448, 448, generator=generator).to(dtype)
+    return {"pixel_values": pixel_values, "input_ids": _prompt_ids(config, TILES)}
+
+
+def _prompt_ids(config, tiles: int) -> torch.Tensor:
+    from tiny_models import SPECIAL_TOKENS
+
+    # tiny_models' tokenizer numbers its special tokens first, in SPECIAL_TOKENS' order.
+    special = {token: i for i, token in enumerate(SPECIAL_TOKENS)}
+    assert special["<IMG_CONTEXT>"] == config.image_token_id
+    image = [special["<img>"]] + [config.image_token_id] * (config.image_seq_length * tiles) + [special["</img>"]]
+    return torch.tensor([[special["<|im_start|>"], *image, 40, 41, 42, 43, special["<|im_end|>"]]])
+
+
+def _logits(model, dtype) -> torch.Tensor:
+    with torch.no_grad():
+        return model(**_inputs(model.config, dtype)).logits.float()
+
+
+def _load(path: Path, device: str = "cpu", config: dict | None = None):
+    from transformers import AutoModelForImageTextToText
+
+    config = config or json.loads((path / "config.json").read_text())
+    return AutoModelForImageTextToText.from_pretrained(path, **awq.awq_load_kwargs(config, device)).eval()
+
+
+LM_LINEARS = sorted(
+    f"model.language_model.layers.{i}.{m}"
+    for i in range(2)
+    for m in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+              "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
+)
+
+
+# -- packing ---------------------------------------------------------------------------------------------
+
+def test_packing_round_trips():
+    codes = torch.randint(0, 16, (48, 64), dtype=torch.int32)
+    assert torch.equal(tiny_awq.unpack_columns(tiny_awq.pack_columns(codes)), codes)
+
+
+def test_quantize_pack_unpack_gives_back_the_quantized_weight():
+    weight = torch.randn(128, 64) * 0.05
+    codes, zeros, scales = tiny_awq.quantize_weight(weight, group_size=32)
+    packed = tiny_awq.pack_awq_gemm(codes, zeros, scales)
+    assert packed["qweight"].shape == (64, 16) and packed["qzeros"].shape == (2, 16)
+    assert packed["scales"].shape == (2, 128) and packed["scales"].dtype == torch.float16
+    back_codes, back_zeros, back_scales = tiny_awq.unpack_awq_gemm(**packed)
+    assert torch.equal(back_codes, codes) and torch.equal(back_zeros, zeros) and torch.equal(back_scales, scales)
+    # Round to nearest: within half a step of the original weight, plus what the float16-rounded scale
+    # (relative error <= 2**-11) loses over the 15 steps at the edge of a group's range.
+    step = scales.float().repeat_interleave(32, dim=1)
+    error = (tiny_awq.dequantize(codes, zeros, scales, 32) - weight).abs()
+    assert (error <= step * (0.5 + 15 * 2**-11)).all()
+
+
+def test_packing_matches_gptqmodels_reading_of_awq_gemm():
+    """An independent reader of the format (gptqmodel's dequantizer) gets the same weight back."""
+    from gptqmodel.quantization.awq.utils.packing_utils import dequantize_gemm
+
+    weight = torch.randn(64, 128) * 0.05
+    codes, zeros, scales = tiny_awq.quantize_weight(weight, group_size=32)
+    packed = tiny_awq.pack_awq_gemm(codes, zeros, scales)
+    theirs = dequantize_gemm(packed["qweight"], packed["qzeros"], packed["scales"].float(), 4, 32)  # (in, out)
+    assert torch.equal(theirs.t(), tiny_awq.dequantize(codes, zeros, scales, 32))
+
+
+# -- loading ---------------------------------------------------------------------------------------------
+
+def test_checkpoint_layout(awq_dir):
+    from safetensors import safe_open
+
+    config = json.loads((awq_dir / "config.json").read_text())
+    assert config["quantization_config"] == {
+        "quant_method": "awq", "bits": 4, "group_size": 32, "zero_point": True, "version": "gemm",
+        "modules_to_not_convert": ["model.vision_tower", "model.multi_modal_projector", "lm_head"],
+    }
+    with safe_open(awq_dir / "model.safetensors", "pt") as f:
+        keys = set(f.keys())
+        assert f.get_tensor("language_model.model.layers.0.mlp.down_proj.qweight").dtype == torch.int32
+    prefix = "language_model.model.layers.0.self_attn.q_proj"
+    assert {f"{prefix}.qweight", f"{prefix}.qzeros", f"{prefix}.scales", f"{prefix}.bias"} <= keys
+    assert f"{prefix}.weight" not in keys
+    assert "vision_tower.encoder.layer.0.attention.q_proj.weight" in keys
+
+
+def test_plain_from_pretrained_loads_the_checkpoint(awq_dir):
+    """transformers alone (no kwargs of ours) reads the checkpoint: its config names the runtime modules."""
+    from transformers import AutoModelForImageTextToText
+
+    model = AutoModelForImageTextToText.from_pretrained(awq_dir, dtype=torch.bfloat16, device_map="cpu")
+    assert sorted(awq.quantized_module_names(model)) == LM_LINEARS
+
+
+def test_only_the_language_model_is_quantized_and_logits_match(awq_model, reference_logits):
+    model = awq_model
+    assert model.dtype == torch.bfloat16
+    assert sorted(awq.quantized_module_names(model)) == LM_LINEARS
+    for name in ("model.vision_tower.encoder.layer.0.attention.q_proj", "model.multi_modal_projector.linear_1",
+                 "lm_head"):
+        assert type(model.get_submodule(name)) is torch.nn.Linear, name
+    logits = _logits(model, torch.bfloat16)
+    assert logits.shape == reference_logits.shape
+    assert (logits - reference_logits).abs().max().item() <= LOGIT_ATOL
+
+
+def test_checkpoint_style_skip_names_are_fixed(awq_dir, tmp_path):
+    """Names as the checkpoint spells them would leave the vision tower converted (NaN); the kwargs rename them."""
+    bad = tmp_path / "bad-names"
+    bad.mkdir()
+    for item in awq_dir.iterdir():
+        (bad / item.name).symlink_to(item)
+    config = json.loads((awq_dir / "config.json").read_text())
+    config["quantization_config"]["modules_to_not_convert"] = ["vision_tower", "multi_modal_projector"]
+    (bad / "config.json").unlink()
+    (bad / "config.json").write_text(json.dumps(config))
+
+    model = _load(bad, config=config)
+    assert sorted(awq.quantized_module_names(model)) == LM_LINEARS
+
+
+# -- engine helpers --------------------------------------------------------------------------------------
+
+def test_awq_detection_and_skip_names():
+    native = {"model_type": "internvl", "quantization_config": {"quant_method": "awq", "bits": 4}}
+    lmdeploy = {"model_type": "internvl_chat", "llm_config": {"quantization_config": {"quant_method": "awq"}}}
+    assert awq.is_awq_checkpoint(native) and awq.is_awq_checkpoint(lmdeploy)
+    assert not awq.is_awq_checkpoint({"model_type": "internvl"})
+    assert not awq.is_awq_checkpoint({"quantization_config": {"quant_method": "gptq"}})
+
+    assert awq.runtime_module_name("vision_model") == "model.vision_tower"
+    assert awq.runtime_module_name("mlp1") == "model.multi_modal_projector"
+    assert awq.runtime_module_name("language_model.model.layers.3.mlp") == "model.language_model.layers.3.mlp"
+    assert awq.runtime_module_name("language_model.lm_head") == "lm_head"
+    assert awq.runtime_module_name("model.vision_tower") == "model.vision_tower"
+    assert awq.runtime_module_name("mlp.gate") == "mlp.gate"  # suffix patterns stay as they are
+
+    native["quantization_config"]["modules_to_not_convert"] = ["vision_tower", "language_model.model.layers.0.mlp"]
+    fixed = awq.fixed_quantization_config(native)["modules_to_not_convert"]
+    assert fixed == [*awq.RUNTIME_SKIPS, "model.language_model.layers.0.mlp"]
+    assert native["quantization_config"]["modules_to_not_convert"][0] == "vision_tower"  # input untouched
+
+
+def test_load_kwargs_per_device():
+    config = {"model_type": "internvl", "text_config": {"model_type": "qwen2"},
+              "quantization_config": {"quant_method": "awq", "bits": 4, "version": "gemm"}}
+    cpu = awq.awq_load_kwargs(config, "cpu")
+    assert cpu["dtype"] == torch.bfloat16 and cpu["device_map"] == "cpu"
+    assert cpu["config"].quantization_config["modules_to_not_convert"] == list(awq.RUNTIME_SKIPS)
+    assert awq.awq_load_kwargs(config, "cpu", dtype=torch.float16)["dtype"] == torch.float16
+    assert awq.awq_load_kwargs(config, "cuda:0")["dtype"] == torch.float16
+
+
+def test_unsupported_awq_variants_are_refused():
+    remote = {"model_type": "internvl_chat", "quantization_config": {"quant_method": "awq"}}
+    with pytest.raises(ModelLoadError, match="native InternVL layout"):
+        awq.awq_load_kwargs(remote, "cpu")
+    gemv = {"model_type": "internvl", "quantization_config": {"quant_method": "awq", "version": "gemv"}}
+    with pytest.raises(ModelLoadError, match="no CPU kernel"):
+        awq.awq_load_kwargs(gemv, "cpu")
+
+
+def test_missing_gptqmodel_says_how_to_install(monkeypatch):
+    import importlib.metadata
+
+    def not_installed(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", not_installed)
+    with pytest.raises(ModelLoadError, match="gptqmodel") as info:
+        awq.awq_load_kwargs({"model_type": "internvl", "quantization_config": {"quant_method": "awq"}}, "cpu")
+    assert "pip install" in info.value.hint
+    usable, line = awq.awq_kernel_status("cpu")
+    assert not usable and "gptqmodel" in line
+
+
+def test_kernel_status_on_cpu():
+    usable, line = awq.awq_kernel_status("cpu")
+    assert usable and "TorchAtenAwqLinear" in line, line
+
+
+# -- quantization ----------------------------------------------------------------------------------------
+
+def test_quantize_refuses_without_cuda(tmp_path, monkeypatch):
+    from internvl_cli.quantize import quantize_to_awq
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ModelLoadError, match="CUDA") as info:
+        quantize_to_awq(tmp_path / "src", tmp_path / "dst", [tmp_path / "page.png"])
+    assert info.value.hint
+    with pytest.raises(ModelLoadError, match="CUDA"):
+        quantize_to_awq(tmp_path / "src", tmp_path / "dst", [tmp_path / "page.png"], device="cpu")
+
+
+def test_quantize_pipeline_on_cpu_with_a_tiny_model(tmp_path, monkeypatch):
+    """The whole gptqmodel path (calibration, AWQ search, packing, save, our fixes) on CPU, then load it back.
+
+    AWQ's clip search needs every quantized layer's output width to be a multiple of 64, so this tiny model
+    has 4 KV heads (k/v width 64) rather than tiny_models' 2.
+    """
+    import tiny_models
+    from PIL import Image
+
+    from internvl_cli import quantize
+
+    small_config = tiny_models.tiny_config
+
+    def four_kv_heads(tokenizer):
+        config = small_config(tokenizer)
+        config.text_config.num_key_value_heads = 4
+        return config
+
+    monkeypatch.setattr(tiny_models, "tiny_config", four_kv_heads)
+    src = tiny_models.build_tiny_native(tmp_path / "src")
+    page = tmp_path / "page.png"
+    Image.effect_noise((600, 800), 40).convert("RGB").save(page)
+
+    # One tile of one page: float16 matmuls are slow on CPU, and the vision tower runs at full width.
+    dst = quantize._quantize(src, tmp_path / "dst", [page], group_size=32, max_tiles=1,
+                             prompt="Read the page.", device="cpu")
+
+    config = json.loads((dst / "config.json").read_text())
+    assert awq.is_awq_checkpoint(config)
+    block = config["quantization_config"]
+    assert block["modules_to_not_convert"] == list(awq.RUNTIME_SKIPS)
+    assert (block["bits"], block["group_size"], block["zero_point"], block["version"]) == (4, 32, True, "gemm")
+    assert (dst / "preprocessor_config.json").is_file() and (dst / "tokenizer.json").is_file()
+    assert (dst / "generation_config.json").read_text() == (src / "generation_config.json").read_text()
+    model = _load(dst, config=config)
+    assert sorted(awq.quantized_module_names(model)) == LM_LINEARS
+    assert not _logits(model, torch.bfloat16).isnan().any()
+
+
+def test_quantize_checks_its_arguments(tmp_path):
+    from internvl_cli.errors import InputFileError, UsageError
+    from internvl_cli.quantize import _quantize
+    from tiny_models import build_tiny_native
+
+    src = build_tiny_native(tmp_path / "src")
+    args = dict(group_size=32, max_tiles=2, prompt="x", device="cpu")
+    with pytest.raises(UsageError, match="calibration images"):
+        _quantize(src, tmp_path / "dst", [], **args)
+    with pytest.raises(InputFileError, match="not found"):
+        _quantize(src, tmp_path / "dst", [tmp_path / "missing.png"], **args)
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(InputFileError, match="cannot read"):
+        _quantize(src, tmp_path / "dst", [tmp_path / "broken.png"], **args)
+    (tmp_path / "dst").mkdir()
+    (tmp_path / "dst" / "old.txt").write_text("x")
+    with pytest.raises(UsageError, match="not empty"):
+        _quantize(src, tmp_path / "dst", [tmp_path / "broken.png"], **args)
+    with pytest.raises(UsageError, match="group size"):
+        _quantize(src, tmp_path / "dst", [tmp_path / "missing.png"], **{**args, "group_size": 48})
+    with pytest.raises(ModelLoadError, match="not the native"):
+        (tmp_path / "remote").mkdir()
+        (tmp_path / "remote" / "config.json").write_text('{"model_type": "internvl_chat"}')
+        _quantize(tmp_path / "remote", tmp_path / "dst", [], **args)
+
+
+# -- GPU -------------------------------------------------------------------------------------------------
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_awq_on_cuda_uses_a_cuda_kernel(awq_dir, reference_logits):
+    model = _load(awq_dir, device="cuda")
+    kernels = {type(model.get_submodule(name)).__name__ for name in awq.quantized_module_names(model)}
+    print("AWQ kernel on CUDA:", kernels)
+    assert sorted(awq.quantized_module_names(model)) == LM_LINEARS
+    assert model.dtype == torch.float16
+    assert not kernels & {"TorchAtenAwqLinear", "TorchInt8AwqLinear"}, kernels  # the CPU-only kernels
+    assert next(model.model.language_model.parameters()).device.type == "cuda"
+    with torch.no_grad():
+        inputs = {k: v.to("cuda") for k, v in _inputs(model.config, torch.float16).items()}
+        logits = model(**inputs).logits.float().cpu()
+    # float16 CUDA kernels: same budget as bfloat16 on CPU (float16 has the finer mantissa).
+    assert (logits - reference_logits).abs().max().item() <= LOGIT_ATOL

@@ -1,0 +1,73 @@
+"""AWQ and official-layout checkpoints through the CLI, plus `convert`, `models` and `doctor`, all offline on CPU."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import SAMPLES
+from internvl_cli.presets import DEFAULT_MODEL, PRESETS
+
+
+@pytest.fixture(scope="module")
+def awq_model(tmp_path_factory):
+    from tiny_awq import build_tiny_native_awq
+
+    return build_tiny_native_awq(tmp_path_factory.mktemp("awq") / "tiny-awq")
+
+
+@pytest.fixture(scope="module")
+def official_awq(tmp_path_factory):
+    from tiny_official import build_tiny_official
+
+    return build_tiny_official(tmp_path_factory.mktemp("official") / "tiny-official-awq", awq=True)
+
+
+@pytest.fixture(autouse=True)
+def conversion_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("INTERNVL_CLI_CACHE", str(tmp_path / "cache"))
+
+
+def test_ocr_on_a_native_awq_checkpoint(cli, awq_model):
+    code, out, err = cli("ocr", SAMPLES / "chart.png", "--model", awq_model, "--format", "jsonl",
+                         "--max-new-tokens", "6")
+    assert code == 0, err
+    assert json.loads(out)["page"] == 1 and "quantization=awq" in err
+
+
+def test_ocr_on_an_official_awq_checkpoint_converts_once(cli, official_awq, tmp_path):
+    args = ("ocr", SAMPLES / "chart.png", "--model", official_awq, "--format", "jsonl", "--max-new-tokens", "6")
+    code, out, err = cli(*args)
+    assert code == 0, err
+    assert "quantization=awq" in err and json.loads(out)["tiles"] == 7
+    converted = list((tmp_path / "cache" / "converted").iterdir())
+    assert len(converted) == 1 and (converted[0] / "config.json").exists()
+    assert cli(*args)[0] == 0
+    assert list((tmp_path / "cache" / "converted").iterdir()) == converted
+
+
+def test_convert_command_writes_a_native_checkpoint(cli, official_awq, tmp_path):
+    code, _, err = cli("convert", official_awq, tmp_path / "native")
+    assert code == 0, err
+    config = json.loads((tmp_path / "native" / "config.json").read_text())
+    assert config["model_type"] == "internvl"
+    assert config["quantization_config"]["quant_method"] == "awq"
+    assert "model.vision_tower" in config["quantization_config"]["modules_to_not_convert"]
+    code, _, err = cli("convert", tmp_path / "native", tmp_path / "again")
+    assert code == 6 and "internvl: error:" in err
+
+
+def test_models_lists_presets_with_an_awq_default(cli):
+    code, out, _ = cli("models", "--json")
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and len(rows) == len(PRESETS)
+    default = [r for r in rows if r["default"]]
+    assert [r["name"] for r in default] == [DEFAULT_MODEL]
+    assert default[0]["quantization"] == "awq" and default[0]["gpu_memory_gb"] <= 16
+    assert all(r["cached"] is False for r in rows)
+
+
+def test_doctor_works_without_a_gpu(cli):
+    code, out, _ = cli("doctor", "--json")
+    report = json.loads(out)
+    assert code == 0 and report["torch"].startswith("2.") and "awq kernels" in report
