@@ -421,6 +421,25 @@ def convert(
 
 
 @app.command()
+def quantize(
+    src: Path = typer.Argument(..., help="A native (-hf) bf16 InternVL checkpoint directory."),
+    dst: Path = typer.Argument(..., help="Where to write the AWQ 4-bit checkpoint."),
+    calibration: list[str] = typer.Option(..., "--calibration", "-c", help="Document images or folders used "
+                                          "to calibrate (a few dozen pages of your own documents)."),
+) -> None:
+    """AWQ-quantize the language model of a native checkpoint (needs a CUDA GPU; vision stays 16-bit)."""
+    from .inputs import discover
+    from .quantize import quantize_to_awq
+
+    with _exit_on_error():
+        images = [doc.path for doc in discover(calibration).docs]
+        if not images:
+            raise UsageError("--calibration found no images")
+        quantize_to_awq(src, dst, images)
+        _note(f"quantized {src} -> {dst}")
+
+
+@app.command()
 def models(as_json: bool = typer.Option(False, "--json", help="Print JSON lines.")) -> None:
     """List the model presets: size, layout, quantization, expected GPU memory, and whether cached locally."""
     from .presets import PRESETS, is_cached
