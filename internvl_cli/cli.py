@@ -519,7 +519,9 @@ def inspect(
         tiling = TilingConfig().with_limits(min_tiles, max_tiles)
         failed: list[InternVLError] = []
         rows = []
-        for path in [doc.path for doc in _discover_plain(paths)]:
+        found = _discover_plain(paths)
+        failed.extend(found.errors)
+        for path in [doc.path for doc in found.docs]:
             try:
                 rows.extend(inspect_pages(path, tiling, password=password, pages=pages))
             except InternVLError as error:
@@ -537,7 +539,7 @@ def _discover_plain(paths: list[str]):
     found = discover(paths, stdin=sys.stdin)
     for error in found.errors:
         report_error(error)
-    return found.docs
+    return found
 
 
 def _print_inspection(rows: list[dict], as_json: bool) -> None:

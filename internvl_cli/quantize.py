@@ -16,8 +16,13 @@ import os
 import shutil
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from .engine.awq import RUNTIME_SKIPS, gptqmodel_output_to_stderr, require_gptqmodel
 from .errors import InputFileError, ModelLoadError, UsageError
+
+if TYPE_CHECKING:  # heavy imports, only for annotations
+    from transformers import BatchFeature
 
 DEFAULT_PROMPT = "Transcribe all the text on this page in reading order."
 # Files a checkpoint needs beside the weights; gptqmodel's save writes some of them, the rest are copied.
@@ -165,7 +170,7 @@ class CalibrationProcessor:
         tiling = TilingConfig.from_preprocessor_config(pre, int(config.get("image_seq_length", 256)))
         self.tiling = tiling.with_limits(max_tiles=max_tiles, min_tiles=min(tiling.min_tiles, max_tiles))
 
-    def apply_chat_template(self, conversations: list[list[dict]], **_ignored):
+    def apply_chat_template(self, conversations: list[list[dict]], **_ignored) -> BatchFeature:
         """input_ids, attention_mask and pixel_values for one conversation (gptqmodel batches InternVL by 1)."""
         import torch
         from transformers import BatchFeature

@@ -1,8 +1,8 @@
 """AWQ: the tiny 4-bit checkpoint's packing, its loading through transformers + gptqmodel, and quantization."""
 from __future__ import annotations
 
+import importlib.util
 import json
-import logging
 from pathlib import Path
 
 import pytest
@@ -20,15 +20,8 @@ from internvl_cli.errors import ModelLoadError
 LOGIT_ATOL = 0.02
 TILES = 2
 
-gptqmodel = pytest.importorskip("gptqmodel", reason="AWQ loading needs gptqmodel (see README: internvl-cli[awq])")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _quiet_gptqmodel():
-    # gptqmodel logs each kernel choice; keep the test output readable.
-    from logbar import LogBar
-
-    LogBar.shared().setLevel(logging.WARNING)
+# Loading and quantizing need gptqmodel (README: internvl-cli[awq]); the format and error paths do not.
+needs_gptqmodel = pytest.mark.skipif(importlib.util.find_spec("gptqmodel") is None, reason="gptqmodel not installed")
 
 
 @pytest.fixture(scope="module")
@@ -109,6 +102,7 @@ def test_quantize_pack_unpack_gives_back_the_quantized_weight():
     assert (error <= step * (0.5 + 15 * 2**-11)).all()
 
 
+@needs_gptqmodel
 def test_packing_matches_gptqmodels_reading_of_awq_gemm():
     """An independent reader of the format (gptqmodel's dequantizer) gets the same weight back."""
     from gptqmodel.quantization.awq.utils.packing_utils import dequantize_gemm
@@ -139,6 +133,7 @@ def test_checkpoint_layout(awq_dir):
     assert "vision_tower.encoder.layer.0.attention.q_proj.weight" in keys
 
 
+@needs_gptqmodel
 def test_plain_from_pretrained_loads_the_checkpoint(awq_dir):
     """transformers alone (no kwargs of ours) reads the checkpoint: its config names the runtime modules."""
     from transformers import AutoModelForImageTextToText
@@ -147,6 +142,7 @@ def test_plain_from_pretrained_loads_the_checkpoint(awq_dir):
     assert sorted(awq.quantized_module_names(model)) == LM_LINEARS
 
 
+@needs_gptqmodel
 def test_only_the_language_model_is_quantized_and_logits_match(awq_model, reference_logits):
     model = awq_model
     assert model.dtype == torch.bfloat16
@@ -159,6 +155,7 @@ def test_only_the_language_model_is_quantized_and_logits_match(awq_model, refere
     assert (logits - reference_logits).abs().max().item() <= LOGIT_ATOL
 
 
+@needs_gptqmodel
 def test_checkpoint_style_skip_names_are_fixed(awq_dir, tmp_path):
     """Names as the checkpoint spells them would leave the vision tower converted (NaN); the kwargs rename them."""
     bad = tmp_path / "bad-names"
@@ -196,6 +193,7 @@ def test_awq_detection_and_skip_names():
     assert native["quantization_config"]["modules_to_not_convert"][0] == "vision_tower"  # input untouched
 
 
+@needs_gptqmodel
 def test_load_kwargs_per_device():
     config = {"model_type": "internvl", "text_config": {"model_type": "qwen2"},
               "quantization_config": {"quant_method": "awq", "bits": 4, "version": "gemm"}}
@@ -229,6 +227,7 @@ def test_missing_gptqmodel_says_how_to_install(monkeypatch):
     assert not usable and "gptqmodel" in line
 
 
+@needs_gptqmodel
 def test_kernel_status_on_cpu():
     usable, line = awq.awq_kernel_status("cpu")
     assert usable and "TorchAtenAwqLinear" in line, line
@@ -247,6 +246,7 @@ def test_quantize_refuses_without_cuda(tmp_path, monkeypatch):
         quantize_to_awq(tmp_path / "src", tmp_path / "dst", [tmp_path / "page.png"], device="cpu")
 
 
+@needs_gptqmodel
 def test_quantize_pipeline_on_cpu_with_a_tiny_model(tmp_path, monkeypatch):
     """The whole gptqmodel path (calibration, AWQ search, packing, save, our fixes) on CPU, then load it back.
 
@@ -314,9 +314,12 @@ def test_quantize_checks_its_arguments(tmp_path):
 
 # -- GPU -------------------------------------------------------------------------------------------------
 
+@needs_gptqmodel
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_awq_on_cuda_uses_a_cuda_kernel(awq_dir, reference_logits):
+    # The first run may JIT-compile gptqmodel's CUDA kernels (minutes, needs nvcc + ninja). The tiny widths
+    # (32-128) may be under the compiled kernels' tile minimums, so the kernel printed can be a fallback one.
     model = _load(awq_dir, device="cuda")
     kernels = {type(model.get_submodule(name)).__name__ for name in awq.quantized_module_names(model)}
     print("AWQ kernel on CUDA:", kernels)

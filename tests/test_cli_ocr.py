@@ -125,3 +125,8 @@ def test_inspect_matches_the_tiling_and_needs_no_model(cli):
 def test_inspect_reports_bad_files_and_continues(cli, bad):
     code, out, err = cli("inspect", bad["truncated_pdf"], SAMPLES / "chart.png", "--json")
     assert code == ExitCode.PARTIAL and len(out.splitlines()) == 1 and "truncated.pdf" in err
+
+
+def test_inspect_missing_file_exit_code(cli, tmp_path):
+    code, out, err = cli("inspect", tmp_path / "missing.pdf", "--json")
+    assert code == ExitCode.INPUT_FILE and out == "" and "missing.pdf" in err

@@ -7,9 +7,13 @@ import importlib.metadata
 import shutil
 import sys
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ModelLoadError
+
+if TYPE_CHECKING:  # heavy imports, only for annotations
+    import torch
+    from transformers import PretrainedConfig
 
 # The modules that stay 16-bit, named as they are at run time in transformers 5.x. transformers matches
 # `modules_to_not_convert` against these runtime names, so checkpoint-style names ("vision_tower", "mlp1")
@@ -117,7 +121,7 @@ def gptqmodel_output_to_stderr() -> Iterator[None]:
         yield
 
 
-def awq_dtype(device: str, requested: Any = None):
+def awq_dtype(device: str, requested: Any = None) -> torch.dtype:
     """16-bit compute dtype for AWQ: float16 on CUDA, bfloat16 on CPU unless float16 was asked for."""
     import torch
 
@@ -144,7 +148,7 @@ def awq_load_kwargs(config: dict, device: str, dtype: Any = None) -> dict:
     }
 
 
-def pretrained_config(config: dict):
+def pretrained_config(config: dict) -> PretrainedConfig:
     """A transformers config object built from config.json's dict, with the AWQ block fixed (see RUNTIME_SKIPS)."""
     from transformers import AutoConfig
 
@@ -203,7 +207,7 @@ def _cuda_toolchain_line() -> str:
     return f"{missing} not found: only kernels that need no compiler (Triton, torch) are available, slower"
 
 
-def quantized_module_names(model) -> list[str]:
+def quantized_module_names(model: torch.nn.Module) -> list[str]:
     """Names of the modules that gptqmodel's AWQ layers replaced (for checks and `internvl doctor`)."""
     try:
         from gptqmodel.nn_modules.qlinear import BaseQuantLinear

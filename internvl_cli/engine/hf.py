@@ -1,6 +1,7 @@
 """Step 3c, the transformers backend: native InternVLForConditionalGeneration, batched generate, left padding."""
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections import defaultdict
@@ -32,6 +33,8 @@ class TransformersEngine:
         self.dtype = _pick_dtype(dtype, self.device, self.quantization)
         self.tokenizer = _load_tokenizer(self.model_dir)
         self.model = _load_model(self.model_dir, config, self.device, self.dtype)
+        if self.quantization:  # the AWQ kernels choose their own activation dtype (fp16 on CUDA)
+            self.dtype = self.model.dtype
         self.image_seq_length = _image_seq_length(self.model_dir, config)
         preprocessor = _read_json(self.model_dir / "preprocessor_config.json", default={})
         self.tiling = TilingConfig.from_preprocessor_config(preprocessor, self.image_seq_length)
@@ -263,12 +266,15 @@ def _load_model(model_dir: Path, config: dict, device: str, dtype):
             hint="convert it with `internvl convert SRC DST`",
         )
     kwargs: dict = {"dtype": dtype}
+    quiet = contextlib.nullcontext()
     if (config.get("quantization_config") or {}).get("quant_method") == "awq":
-        from .awq import awq_load_kwargs
+        from .awq import awq_load_kwargs, gptqmodel_output_to_stderr
 
         kwargs.update(awq_load_kwargs(config, device))
+        quiet = gptqmodel_output_to_stderr()  # stdout carries only data
     try:
-        model = AutoModelForImageTextToText.from_pretrained(model_dir, **kwargs)
+        with quiet:
+            model = AutoModelForImageTextToText.from_pretrained(model_dir, **kwargs)
     except ModelLoadError:
         raise
     except Exception as exc:
