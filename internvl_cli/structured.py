@@ -1,4 +1,4 @@
-"""Structured output step: JSON Schema loading/checking, llguidance-constrained decoding, chart tables, validation and voting."""
+"""Structured output step: JSON Schema checks, llguidance-constrained decoding, chart tables, validation, voting."""
 from __future__ import annotations
 
 import copy
@@ -102,7 +102,8 @@ def _check_refs(schema: dict[str, Any], source: str | Path) -> None:
             ref = node.get(key)
             if isinstance(ref, str) and not ref.startswith("#"):
                 raise SchemaError(
-                    f"{key} {ref!r} at {where} is not local; only '#...' references are supported (nothing was fetched)",
+                    f"{key} {ref!r} at {where} is not local; only '#...' references are supported"
+                    " (nothing was fetched)",
                     path=source,
                 )
 
@@ -215,29 +216,40 @@ def _compile_check(grammar: str, source: str | Path) -> tuple[str, ...]:
 def table_grammar(max_columns: int = 16, max_rows: int = 200, max_cell_chars: int = 64) -> str:
     """Lark grammar (llguidance dialect) for a rectangular CSV table: a header and 1..max_rows data rows.
 
-    Rectangularity is structural: one alternative per column count k, and inside it every row is
-    the same k-cell rule, so a row with a different cell count cannot be generated. Cells are bare
-    (no quote or comma) or double-quoted CSV fields ("" escapes a quote), at most max_cell_chars
-    characters, and never hold control characters or line separators, so a row is one line.
-    A one-column row must not be empty (an empty line would read back as a row with no cells).
+    Rectangularity is structural: one alternative per column count k, and inside it every line is
+    the same k-cell terminal, so a row with a different cell count cannot be generated. Cells are
+    bare (no quote or comma) or double-quoted CSV fields ("" escapes a quote), at most
+    max_cell_chars characters, and never hold control characters or line separators, so a row is
+    one line. A one-column row must not be empty (an empty line reads back as a row with no cells).
+
+    Shaped for llguidance's Earley parser with 150k-token vocabularies, where thousands of tokens
+    hold a newline and so cross a row boundary in every mask: a row is one regex terminal (cell and
+    comma rules overflow the 50k-item limit at once), and the row count is a left-recursive chain
+    `rows_n: rows_(n-1) NL ROW` (`x{1,n}` or right recursion cost O(rows) items per crossing and
+    overflow after a few rows).
     """
     if not (1 <= max_columns and 1 <= max_rows and 1 <= max_cell_chars):
         raise ValueError("max_columns, max_rows and max_cell_chars must be positive")
-    lines = ["start: " + " | ".join(f"table{k}" for k in range(1, max_columns + 1))]
+    lines = ["start: " + " | ".join(f"table{k}" for k in range(1, max_columns + 1)), 'NL: "\\n"']
     for k in range(1, max_columns + 1):
-        cells = " COMMA ".join(["cell"] * k) if k > 1 else "solo"
-        lines.append(f"table{k}: row{k} (NL row{k}){{1,{max_rows}}} NL?")
-        lines.append(f"row{k}: {cells}")
-    lines += [
-        "solo: BARE | QUOTED",
-        "cell: BARE | QUOTED | ",
-        'COMMA: ","',
-        'NL: "\\n"',
-        # no control characters (newlines included) or Unicode line/paragraph separators in any cell
-        f'BARE: /[^",\\p{{Cc}}\\p{{Zl}}\\p{{Zp}}]{{1,{max_cell_chars}}}/',
-        f'QUOTED: /"(?:[^"\\p{{Cc}}\\p{{Zl}}\\p{{Zp}}]|""){{0,{max_cell_chars}}}"/',
-    ]
+        lines += _table_rules(k, max_rows, max_cell_chars)
     return "\n".join(lines)
+
+
+def _table_rules(k: int, max_rows: int, max_cell_chars: int) -> list[str]:
+    """The rules of a k-column table: header, then body{k} = 1..max_rows data rows."""
+    # no control characters (newlines included) or Unicode line/paragraph separators in any cell
+    bare = f'[^",\\p{{Cc}}\\p{{Zl}}\\p{{Zp}}]{{1,{max_cell_chars}}}'
+    quoted = f'"(?:[^"\\p{{Cc}}\\p{{Zl}}\\p{{Zp}}]|""){{0,{max_cell_chars}}}"'
+    cell = f"(?:{bare}|{quoted})"
+    row = cell if k == 1 else f"{cell}?(?:,{cell}?){{{k - 1}}}"
+    rules = [
+        f"ROW{k}: /{row}/",
+        f"table{k}: ROW{k} NL body{k} NL?",
+        f"body{k}: " + " | ".join(f"rows{k}_{n}" for n in range(1, max_rows + 1)),
+        f"rows{k}_1: ROW{k}",
+    ]
+    return rules + [f"rows{k}_{n}: rows{k}_{n - 1} NL ROW{k}" for n in range(2, max_rows + 1)]
 
 
 def parse_table(text: str) -> list[list[str]]:
@@ -300,7 +312,7 @@ _EXECUTOR: llguidance.LLExecutor | None = None
 
 def ll_tokenizer(tokenizer: Any, eos_token_ids: Sequence[int]) -> llguidance.LLTokenizer:
     """llguidance's view of a fast HF tokenizer (via llguidance.hf), cached per tokenizer and EOS set."""
-    import llguidance.hf
+    import llguidance.hf  # imports transformers: only when a model is about to run anyway
 
     per_tokenizer = _LL_TOKENIZERS.setdefault(tokenizer, {})
     key = tuple(eos_token_ids)
@@ -349,23 +361,21 @@ class GrammarLogitsProcessor:
 
     def __init__(self, tokenizer: llguidance.LLTokenizer, grammar: str, batch_size: int | None = None):
         self._tokenizer = tokenizer
-        self._template = LLMatcher(tokenizer, grammar, log_level=0)
+        self._template = LLMatcher(tokenizer, grammar, log_level=0)  # log_level 0: errors are ours to report
         if self._template.is_error():
-            raise ValueError(f"invalid grammar: {' '.join(self._template.get_error().split())}")
+            raise ValueError(f"invalid grammar: {_matcher_error(self._template)}")
         self._eos = list(tokenizer.eos_tokens)
         self._rows: list[_Row] = []
         self._seen_length: int | None = None
-        self.mask_seconds = 0.0  # time spent in llguidance per generate() call, for --verbose timings
+        self.mask_seconds = 0.0  # time spent masking in this generate() call, for --verbose timings
         self.steps = 0
-        if batch_size:
-            self._start(batch_size)
+        self._start(batch_size or 0)
 
     # -- public state ------------------------------------------------------------------------------
 
     def reset(self) -> None:
         """Forget all rows, so the processor can serve another generate() call."""
-        self._rows, self._seen_length = [], None
-        self.mask_seconds, self.steps = 0.0, 0
+        self._start(0)
 
     def finalize(self, sequences: "torch.Tensor") -> list[str]:
         """Feed the tokens generate() appended after the last processor call; returns each row's text.
@@ -412,13 +422,14 @@ class GrammarLogitsProcessor:
     def _start(self, rows: int) -> None:
         self._rows = [_Row(self._template.deep_copy()) for _ in range(rows)]
         self._seen_length = None
+        self.mask_seconds, self.steps = 0.0, 0
 
     def _consume(self, tokens: list[int]) -> None:
         for row, token in zip(self._rows, tokens):
             if row.finished:
                 continue  # generate() pads finished rows; those tokens are not the model's
             if not row.matcher.consume_token(token):
-                row.error = " ".join(row.matcher.get_error().split())[:300] or f"token {token} rejected"
+                row.error = row.error or _matcher_error(row.matcher) or f"token {token} rejected"
                 row.finished = True
             elif token in self._eos:
                 row.finished = True
@@ -430,9 +441,11 @@ class GrammarLogitsProcessor:
         live = [i for i, row in enumerate(self._rows) if not row.finished and not row.matcher.is_stopped()]
         bits = self._grammar_masks(live)
         for i, row in enumerate(self._rows):
-            if i in live and not bits[i].any() and row.error is None:
-                row.error = " ".join(row.matcher.get_error().split())[:300] or "the grammar allows no token"
-            if i not in live or not bits[i].any():
+            # a matcher that hit an llguidance limit (or a dead end) reports it only through is_error()
+            stuck = i in live and (row.matcher.is_error() or not bits[i].any())
+            if stuck and row.error is None:
+                row.error = _matcher_error(row.matcher) or "the grammar allows no token"
+            if stuck or i not in live:
                 bits[i] = False
                 bits[i, self._eos] = True  # complete, finished or stuck: only EOS ends the row cleanly
         if bits.shape[1] >= vocab:
@@ -448,6 +461,11 @@ class GrammarLogitsProcessor:
         elif live:
             llnp.fill_next_token_bitmask_par(_executor(), [(self._rows[i].matcher, i) for i in live], bitmask)
         return np.unpackbits(bitmask.view(np.uint8), axis=1, bitorder="little").astype(bool)
+
+
+def _matcher_error(matcher: LLMatcher) -> str:
+    """llguidance's error, first line only (the rest is a multi-line parser state dump)."""
+    return matcher.get_error().strip().split("\n")[0][:300]
 
 
 def _apply_mask(scores: "torch.Tensor", allowed: np.ndarray) -> "torch.Tensor":

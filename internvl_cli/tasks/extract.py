@@ -40,7 +40,7 @@ class ExtractTask:
         self.model_id = model_id
         self.prompt = read_prompt("extract")
         self.anchored_prompt = read_prompt("extract-anchored")
-        self.constraint = Constraint("json_schema", json.dumps(schema.schema, sort_keys=True))
+        self.constraint = Constraint("json_schema", json.dumps(schema.schema))  # schema order: fields come out as designed
 
     def fingerprint(self) -> dict:
         o = self.options
