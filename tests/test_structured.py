@@ -107,14 +107,13 @@ MODES = [("greedy", None), ("sample", 0), ("sample", 1)]
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """The tiny random checkpoint, built once for this module: (tokenizer, model)."""
+    import torch
     from transformers import AutoModelForImageTextToText, AutoTokenizer
 
     try:  # tests/ is on sys.path under pytest's default import mode; tests.* once it becomes a package
         from tiny_models import build_tiny_native
     except ImportError:
         from tests.tiny_models import build_tiny_native
-
-    import torch
 
     path = build_tiny_native(tmp_path_factory.mktemp("tiny"))
     # A 0.2M-parameter model gains nothing from intra-op threads, and on a busy 2-core runner their
@@ -226,7 +225,8 @@ def test_load_schema_by_path_and_with_json_suffix(tmp_path):
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ('{"type": "object",\n  "properties": {,}}', "not valid JSON: Expecting property name enclosed in double quotes at line 2, column 18"),
+        ('{"type": "object",\n  "properties": {,}}',
+         "not valid JSON: Expecting property name enclosed in double quotes at line 2, column 18"),
         ('{"type": 12}', "not a valid JSON Schema"),
         ('{"type": "object", "properties": {"a": {"$ref": "https://example.com/a.json"}}}', "is not local"),
         ('{"$ref": "other.json#/x"}', "is not local"),
@@ -328,6 +328,22 @@ def test_complete_grammar_forces_eos(tiny):
     assert processor.complete == [True] and processor.texts() == ["7"]
 
 
+def test_a_rejected_token_ends_the_row_as_invalid(tiny):
+    """A token the grammar did not allow (e.g. forced by another processor) is recorded, then only EOS."""
+    import torch
+
+    tokenizer = tiny[0]
+    processor = json_logits_processor(tokenizer, NESTED, batch_size=2)
+    prompt = torch.tensor([tokenizer.encode("x", add_special_tokens=False)] * 2)
+    processor(prompt, torch.zeros(2, len(tokenizer)))
+    step = torch.tensor([[tokenizer.convert_tokens_to_ids("x")], [tokenizer.convert_tokens_to_ids("{")]])
+    scores = processor(torch.cat([prompt, step], dim=1), torch.zeros(2, len(tokenizer)))
+    assert torch.isfinite(scores[0]).nonzero().flatten().tolist() == [tokenizer.eos_token_id]
+    assert torch.isfinite(scores[1]).any() and not torch.isfinite(scores[1, tokenizer.eos_token_id])
+    assert processor.errors[0] and "\n" not in processor.errors[0] and processor.errors[1] is None
+    assert processor.complete == [False, False] and processor.texts() == ["", "{"]
+
+
 def test_every_eos_id_may_end_a_complete_row(tiny):
     """generation_config.eos_token_id is often a list (e.g. <|im_end|> and <|endoftext|>)."""
     import torch
@@ -406,6 +422,7 @@ def test_default_table_grammar_rejects_ragged_rows(tiny):
     assert not accepts(",".join("abcdefghijklmnopq") + "\n" + "," * 16)  # 17 columns
     assert not accepts("a\n\nb")  # no empty one-column rows
     assert not accepts("a,b\n1\x012,3")  # no control characters in cells
+    assert accepts("x,y\n" + "1,2\n" * 200) and not accepts("x,y\n" + "1,2\n" * 201)  # max_rows data rows
 
 
 # --------------------------------------------------------------------------------------------------
