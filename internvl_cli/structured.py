@@ -345,6 +345,10 @@ class _Row:
     tokens: list[int] = field(default_factory=list)
     finished: bool = False
     error: str | None = None
+    closed: bool = False  # steered to the shortest way out (budget running out, or a loop)
+    closing: bool = False  # asked to wrap up now, whatever the budget
+    in_string: bool = False  # inside a JSON string (tracked from the accepted bytes, for steering)
+    escaped: bool = False
 
 
 class GrammarLogitsProcessor:
@@ -359,8 +363,11 @@ class GrammarLogitsProcessor:
     Do not combine with `min_new_tokens`: it bans EOS exactly when a complete grammar needs it.
     """
 
-    def __init__(self, tokenizer: llguidance.LLTokenizer, grammar: str, batch_size: int | None = None):
+    def __init__(self, tokenizer: llguidance.LLTokenizer, grammar: str, batch_size: int | None = None,
+                 close_after: int | None = None):
         self._tokenizer = tokenizer
+        self._close_after = close_after
+        self._closers = _closer_tiers(tokenizer) if close_after is not None else None
         self._template = LLMatcher(tokenizer, grammar, log_level=0)  # log_level 0: errors are ours to report
         if self._template.is_error():
             raise ValueError(f"invalid grammar: {_matcher_error(self._template)}")
@@ -396,6 +403,18 @@ class GrammarLogitsProcessor:
     def complete(self) -> list[bool]:
         """Per row: the grammar was satisfied (accepting state) and no token was ever rejected."""
         return [row.error is None and row.matcher.is_accepting() for row in self._rows]
+
+    def request_close(self, row: int) -> None:
+        """Steer `row` to finish now (e.g. it is looping), whatever its budget."""
+        if row < len(self._rows):
+            self._rows[row].closing = True
+            if self._closers is None:
+                self._closers = _closer_tiers(self._tokenizer)
+
+    @property
+    def closed(self) -> list[bool]:
+        """Per row: the answer was steered to a close because the token budget ran low (flag it to the user)."""
+        return [row.closed for row in self._rows]
 
     @property
     def errors(self) -> list[str | None]:
@@ -435,6 +454,7 @@ class GrammarLogitsProcessor:
                 row.finished = True
             else:
                 row.tokens.append(token)
+                _track_string(row, self._tokenizer.decode_bytes([token]))
 
     def _allowed_tokens(self, vocab: int) -> np.ndarray:
         """Boolean (rows, vocab) mask of the tokens each row may produce next."""
@@ -448,10 +468,42 @@ class GrammarLogitsProcessor:
             if stuck or i not in live:
                 bits[i] = False
                 bits[i, self._eos] = True  # complete, finished or stuck: only EOS ends the row cleanly
+            elif self._closers is not None and (self._rows[i].closing or (
+                    self._close_after is not None and self.steps >= self._close_after)):
+                self._steer_to_close(self._rows[i], bits[i])
         if bits.shape[1] >= vocab:
             return bits[:, :vocab]
         # the model's embedding may be padded past the tokenizer: those ids are never allowed
         return np.pad(bits, ((0, 0), (0, vocab - bits.shape[1])))
+
+    def _steer_to_close(self, row: _Row, allowed: np.ndarray) -> None:
+        """Near the end of the budget, narrow the grammar's choices to the ones that finish soonest.
+
+        Without this, an answer cut by max_new_tokens is invalid JSON and is lost. Preference: EOS when
+        the grammar is complete, then tokens that close a string/object/array, then a separator (which
+        moves on to the next required field); the model still picks among them. Only rows that would
+        otherwise be cut are affected, and they are flagged.
+        """
+        vocab = len(allowed)
+        eos_ok = [e for e in self._eos if e < vocab and allowed[e]]
+        quote, close, comma = self._closers
+        if eos_ok:
+            choice = np.zeros_like(allowed)
+            choice[eos_ok] = True
+        else:
+            choice = None
+            # inside a string only a quote ends it ("}" there is text); outside, close brackets before commas
+            for tier in ((quote,) if row.in_string else (close, comma)):
+                # the mask may be wider than the tokenizer (bitmask padding, padded embeddings)
+                narrowed = allowed.copy()
+                narrowed[: len(tier)] &= tier[:vocab]
+                narrowed[len(tier):] = False
+                if narrowed.any():
+                    choice = narrowed
+                    break
+        if choice is not None and not np.array_equal(choice, allowed):
+            allowed[:] = choice
+            row.closed = True
 
     def _grammar_masks(self, live: list[int]) -> np.ndarray:
         """llguidance's masks for the live rows, unpacked to booleans (other rows all False)."""
@@ -461,6 +513,35 @@ class GrammarLogitsProcessor:
         elif live:
             llnp.fill_next_token_bitmask_par(_executor(), [(self._rows[i].matcher, i) for i in live], bitmask)
         return np.unpackbits(bitmask.view(np.uint8), axis=1, bitorder="little").astype(bool)
+
+
+# id(LLTokenizer) -> (the tokenizer, kept so the id stays its own, tiers); LLTokenizer takes no weak references
+_CLOSER_TIERS: dict[int, tuple[Any, tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
+
+
+def _closer_tiers(tokenizer: llguidance.LLTokenizer) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Boolean vocab masks of tokens holding a quote, a closing brace/bracket (no quote), a comma (no quote)."""
+    if id(tokenizer) not in _CLOSER_TIERS:
+        size = tokenizer.vocab_size
+        quote, close, comma = (np.zeros(size, dtype=bool) for _ in range(3))
+        for token in range(size):
+            text = tokenizer.decode_bytes([token])
+            quote[token] = b'"' in text
+            close[token] = not quote[token] and (b"}" in text or b"]" in text)
+            comma[token] = not quote[token] and b"," in text
+        _CLOSER_TIERS[id(tokenizer)] = (tokenizer, (quote, close, comma))
+    return _CLOSER_TIERS[id(tokenizer)][1]
+
+
+def _track_string(row: _Row, text: bytes) -> None:
+    """Follows JSON string boundaries through the accepted bytes (quotes, backslash escapes)."""
+    for byte in text:
+        if row.escaped:
+            row.escaped = False
+        elif row.in_string and byte == 0x5C:  # backslash
+            row.escaped = True
+        elif byte == 0x22:  # quote
+            row.in_string = not row.in_string
 
 
 def _matcher_error(matcher: LLMatcher) -> str:
@@ -477,24 +558,28 @@ def _apply_mask(scores: "torch.Tensor", allowed: np.ndarray) -> "torch.Tensor":
 
 def grammar_logits_processor(
     tokenizer: Any, lark: str, batch_size: int | None = None, *, eos_token_id: int | Sequence[int] | None = None,
+    close_after: int | None = None,
 ) -> GrammarLogitsProcessor:
     """A processor holding every row to a Lark grammar (llguidance dialect), e.g. `table_grammar()`."""
     grammar = LLMatcher.grammar_from_lark(lark)
-    return GrammarLogitsProcessor(ll_tokenizer(tokenizer, _eos_ids(tokenizer, eos_token_id)), grammar, batch_size)
+    return GrammarLogitsProcessor(ll_tokenizer(tokenizer, _eos_ids(tokenizer, eos_token_id)), grammar, batch_size,
+                                  close_after=close_after)
 
 
 def json_logits_processor(
     tokenizer: Any, schema: dict[str, Any], batch_size: int | None = None, *,
-    eos_token_id: int | Sequence[int] | None = None,
+    eos_token_id: int | Sequence[int] | None = None, close_after: int | None = None,
 ) -> GrammarLogitsProcessor:
     """A processor holding every row to compact JSON valid under `schema` (see `_grammar_schema`).
 
     `eos_token_id`: the ids that end generation (generation_config.eos_token_id); default the tokenizer's.
+    `close_after`: from this many generated tokens on, steer each row to finish its JSON (see
+    `GrammarLogitsProcessor._steer_to_close`); None never steers.
     """
     grammar = json_grammar(schema)
     lltok = ll_tokenizer(tokenizer, _eos_ids(tokenizer, eos_token_id))
     try:
-        return GrammarLogitsProcessor(lltok, grammar, batch_size)
+        return GrammarLogitsProcessor(lltok, grammar, batch_size, close_after=close_after)
     except ValueError as exc:  # load_schema() already compiled it, so only unchecked dicts land here
         raise SchemaError(f"schema not supported for constrained decoding: {exc}") from None
 

@@ -11,20 +11,16 @@ from internvl_cli.structured import load_schema, validate
 
 
 def test_extract_prints_one_schema_valid_line_per_document(cli, tiny_model):
-    code, out, err = cli("extract", SAMPLES, "--schema", "invoice", "--model", tiny_model,
-                         "--max-new-tokens", "120")
+    code, out, err = cli("extract", SAMPLES, "--schema", "invoice", "--model", tiny_model)
+    assert code == 0, err
     records = [json.loads(line) for line in out.splitlines()]
-    assert len(records) == 4, err  # chart, invoice, receipt, scanned letter
+    assert len(records) == 4  # chart, invoice, receipt, scanned letter
     schema = load_schema("invoice").schema
     for record in records:
-        assert {"file", "pages", "data", "valid", "errors", "model", "seconds"} <= record.keys()
-        if record["valid"]:
-            assert validate(record["data"], schema) == []
-        else:
-            assert record["errors"]
-    # Random weights rarely finish a whole invoice in 120 tokens: those records must say so, never pass as valid.
-    valid = [r["valid"] for r in records]
-    assert code == (ExitCode.OK if all(valid) else ExitCode.PARTIAL if any(valid) else ExitCode.INVALID_OUTPUT)
+        assert {"file", "pages", "data", "valid", "errors", "flags", "model", "seconds"} <= record.keys()
+        assert record["valid"] and record["errors"] == [] and validate(record["data"], schema) == []
+    # Random weights loop inside strings; those answers were wrapped up by the grammar, and say so.
+    assert all("closed-early" in record["flags"] for record in records)
     assert [r["pages"] for r in records if r["file"].endswith("invoice.pdf")] == [2]
 
 

@@ -52,6 +52,7 @@ class GenerationResult:
     new_tokens: int
     image_tokens: int
     seconds: float  # this request's share of its batch's wall time
+    flags: list[str] = field(default_factory=list)  # e.g. "closed-at-budget": a constrained answer was wrapped up
 
 
 class Engine(Protocol):

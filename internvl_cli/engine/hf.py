@@ -92,8 +92,10 @@ class TransformersEngine:
         if images:
             pixels = torch.from_numpy(np.concatenate(images))
             kwargs["pixel_values"] = pixels.to(self.device, dtype=self.dtype)
-        stopper = _RepetitionStopper(input_ids.shape[1], self.repetition, torch)
-        processors = _constraint_processors(constraint, self.tokenizer, len(batch), self._eos_ids())
+        processors = _constraint_processors(constraint, self.tokenizer, len(batch), self._eos_ids(),
+                                            sampling.max_new_tokens)
+        stopper = _RepetitionStopper(input_ids.shape[1], self.repetition, torch,
+                                     closer=processors[0] if processors else None)
         if sampling.do_sample and sampling.seed is not None:
             torch.manual_seed(sampling.seed)
         with torch.inference_mode():
@@ -112,10 +114,17 @@ class TransformersEngine:
         elapsed = time.perf_counter() - started
         prompt_lengths = attention_mask.sum(dim=1).tolist()
         new_tokens = output[:, input_ids.shape[1]:].tolist()
-        return [
+        results = [
             self._result(row, tokens, int(prompt_lengths[row]), batch[row], elapsed / len(batch), stopper)
             for row, tokens in enumerate(new_tokens)
         ]
+        for processor in processors:
+            for row, (result, closed) in enumerate(zip(results, processor.closed)):
+                if row in stopper.wrapped:
+                    result.flags.append("repetition")
+                if closed:
+                    result.flags.append("closed-early")
+        return results
 
     def _result(self, row: int, tokens: list[int], prompt_tokens: int, request: GenerationRequest,
                 seconds: float, stopper: _RepetitionStopper) -> GenerationResult:
@@ -141,15 +150,22 @@ class TransformersEngine:
 
 
 class _RepetitionStopper:
-    """A per-row stopping criterion that ends rows caught in a loop and remembers their period."""
+    """A per-row stopping criterion that ends rows caught in a loop and remembers their period.
+
+    A constrained row is not cut (that would leave invalid JSON): its grammar processor is asked to wrap
+    the answer up instead, and the row is cut only if it still runs `WRAP_GRACE` tokens later.
+    """
 
     CHECK_EVERY = 4
+    WRAP_GRACE = 128
 
-    def __init__(self, prompt_length: int, rule: RepetitionRule, torch):
+    def __init__(self, prompt_length: int, rule: RepetitionRule, torch, closer=None):
         self.prompt_length = prompt_length
         self.rule = rule
         self.torch = torch
+        self.closer = closer
         self.looping: dict[int, int] = {}
+        self.wrapped: dict[int, int] = {}  # row -> generated length when it was asked to wrap up
 
     def __call__(self, input_ids, scores, **kwargs):
         done = self.torch.zeros(input_ids.shape[0], dtype=self.torch.bool, device=input_ids.device)
@@ -161,23 +177,43 @@ class _RepetitionStopper:
         tails = input_ids[:, -(self.rule.max_period * self.rule.min_repeats + self.rule.min_span):].tolist()
         for row, tail in enumerate(tails):
             if row not in self.looping:
-                period = repeated_period(tail, self.rule)
-                if period is not None:
-                    self.looping[row] = period
+                self._check(row, tail, generated)
             if row in self.looping:
                 done[row] = True
         return done
 
+    def _check(self, row: int, tail: list[int], generated: int) -> None:
+        if row in self.wrapped:
+            if generated - self.wrapped[row] > self.WRAP_GRACE:
+                self.looping[row] = repeated_period(tail, self.rule) or 1
+            return
+        period = repeated_period(tail, self.rule)
+        if period is None:
+            return
+        if self.closer is not None:
+            self.closer.request_close(row)
+            self.wrapped[row] = generated
+        else:
+            self.looping[row] = period
 
-def _constraint_processors(constraint: Constraint | None, tokenizer, batch_size: int, eos_ids: list[int]) -> list:
-    """llguidance masks for a constrained request: one grammar matcher per batch row."""
+
+def _constraint_processors(constraint: Constraint | None, tokenizer, batch_size: int, eos_ids: list[int],
+                           max_new_tokens: int) -> list:
+    """llguidance masks for a constrained request: one grammar matcher per batch row.
+
+    The last quarter of the token budget (at least 32 tokens) is spent wrapping the answer up, so a long
+    answer ends as valid, flagged output instead of being cut into invalid JSON.
+    """
     if constraint is None:
         return []
     from ..structured import grammar_logits_processor, json_logits_processor
 
+    close_after = max(0, max_new_tokens - max(32, max_new_tokens // 4))
     if constraint.kind == "json_schema":
-        return [json_logits_processor(tokenizer, json.loads(constraint.spec), batch_size, eos_token_id=eos_ids)]
-    return [grammar_logits_processor(tokenizer, constraint.spec, batch_size, eos_token_id=eos_ids)]
+        return [json_logits_processor(tokenizer, json.loads(constraint.spec), batch_size, eos_token_id=eos_ids,
+                                      close_after=close_after)]
+    return [grammar_logits_processor(tokenizer, constraint.spec, batch_size, eos_token_id=eos_ids,
+                                     close_after=close_after)]
 
 
 # ---------------------------------------------------------------------- loading

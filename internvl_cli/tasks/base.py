@@ -64,6 +64,18 @@ class Task(Protocol):
         ...
 
 
+# Characters JSON allows raw but line splitters (Python's splitlines, some JSONL readers) treat as line ends.
+_LINE_BREAKERS = {"\u0085": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+
+
+def json_line(obj: object) -> str:
+    """One JSON Lines record: UTF-8 text kept readable, but never a character that could split the line."""
+    text = json.dumps(obj, ensure_ascii=False)
+    for char, escape in _LINE_BREAKERS.items():
+        text = text.replace(char, escape)
+    return text + "\n"
+
+
 def digest(obj: object) -> str:
     """A stable sha256 of JSON-serialisable settings."""
     text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)

@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 
 from ..engine.base import Constraint
 from ..pages import Page
 from ..resources import read_prompt
 from ..structured import normalise_numbers, parse_table, table_grammar
-from .base import DocumentResult
+from .base import DocumentResult, json_line
 from .pagewise import PageTask
 
 FORMATS = ("csv", "markdown", "json")
@@ -47,7 +46,7 @@ class ChartTask(PageTask):
         tables = [r for r in result.records if not r.get("error")]
         if fmt == "json":
             keys = ("file", "page", "columns", "rows", "flags", "tiles", "seconds", "model")
-            return "".join(json.dumps({k: r.get(k) for k in keys}, ensure_ascii=False) + "\n" for r in tables)
+            return "".join(json_line({k: r.get(k) for k in keys}) for r in tables)
         render = _csv if fmt == "csv" else _markdown
         return "\n".join(render([r["columns"], *r["rows"]]) for r in tables)
 

@@ -12,7 +12,7 @@ from ..pages import open_pages
 from ..resources import read_prompt
 from ..structured import LoadedSchema, majority_vote, parse_json_output, validate
 from ..tiling import TilingConfig, tile_page
-from .base import DocumentResult, Outcome, Unit
+from .base import DocumentResult, Outcome, Unit, json_line
 
 MAX_ANCHOR_CHARS = 6000
 
@@ -104,12 +104,14 @@ class ExtractTask:
     def finish(self, path: Path, outcomes: list[Outcome], page_count: int) -> DocumentResult:
         windows: dict[int, list] = {}
         errors: list[str] = []
+        flags: list[str] = []
         seconds = 0.0
         for outcome in outcomes:
             if outcome.error is not None or outcome.result is None:
                 errors.append(f"pages {outcome.unit.pages}: {outcome.error.message if outcome.error else 'no result'}")
                 continue
             seconds += outcome.result.seconds
+            flags.extend(flag for flag in outcome.result.flags if flag not in flags)
             data, problems = parse_json_output(outcome.result.text, self.schema.schema)
             if problems:
                 errors.extend(f"pages {_span(outcome.unit.pages)}: {p}" for p in problems)
@@ -123,7 +125,7 @@ class ExtractTask:
         pages = sorted({p for o in outcomes for p in o.unit.pages})
         record = {
             "file": str(path), "pages": len(pages), "data": data, "valid": data is not None and not errors,
-            "errors": errors, "model": self.model_id, "seconds": round(seconds, 3),
+            "errors": errors, "flags": flags, "model": self.model_id, "seconds": round(seconds, 3),
             "source": outcomes[0].unit.info.get("source") if outcomes else None,
         }
         result = DocumentResult(path=path, records=[record], page_count=len(pages), seconds=seconds)
@@ -137,8 +139,8 @@ class ExtractTask:
     def render(self, result: DocumentResult, fmt: str) -> str:
         record = result.records[0]
         if fmt == "data":  # --data-only: pipelines get valid data or nothing
-            return json.dumps(record["data"], ensure_ascii=False) + "\n" if record["valid"] else ""
-        return json.dumps(record, ensure_ascii=False) + "\n"
+            return json_line(record["data"]) if record["valid"] else ""
+        return json_line(record)
 
 
 def _span(pages: list[int]) -> str:

@@ -1,12 +1,11 @@
 """Step 4c, the ocr task: one transcription per page (text-layer anchored where the PDF has one), as markdown/text/jsonl."""
 from __future__ import annotations
 
-import json
 import re
 
 from ..pages import Page
 from ..resources import read_prompt
-from .base import DocumentResult
+from .base import DocumentResult, json_line
 from .pagewise import PageOptions, PageTask
 
 # A text layer longer than this is cut: it only anchors characters and must not crowd out the image tokens.
@@ -38,7 +37,7 @@ class OcrTask(PageTask):
 
     def render(self, result: DocumentResult, fmt: str) -> str:
         if fmt == "jsonl":
-            return "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in result.records)
+            return "".join(json_line(record) for record in result.records)
         if fmt == "text":
             return "\f".join(record["text"].rstrip() + "\n" for record in result.records)
         return "".join(_markdown_section(record) for record in result.records)

@@ -102,6 +102,7 @@ class PageTask:
         if unit.info.get("repaired"):
             record["flags"].append("repaired-pdf")
         record["seconds"] = round(result.seconds, 3)
+        record["flags"].extend(result.flags)
         if result.finish_reason == "repetition":
             record["flags"].append("repetition")
         elif result.finish_reason == "length":
