@@ -108,12 +108,16 @@ PathsArg = typer.Argument(..., help="PDF or image files, directories, glob patte
 
 
 def _load_engine(model: str, device: str, dtype: str):
+    """Resolves the checkpoint and reads its configs; the weights load only once there is work to do."""
     from .engine import load_engine
 
-    _note(f"loading model {model} ...")
-    engine = load_engine(model, device=device, dtype=dtype)
+    return load_engine(model, device=device, dtype=dtype)
+
+
+def _load_weights(engine) -> None:
+    _note(f"loading model {engine.model_id} ...")
+    engine.load()
     _note("model ready: " + ", ".join(f"{k}={v}" for k, v in engine.describe().items()))
-    return engine
 
 
 def _note(message: str) -> None:
@@ -190,6 +194,8 @@ def run_batch(make_task, engine, batch: BatchArgs, fmt: str, suffix: str) -> Non
             sink, docs, skipped = directory, plan.todo, len(plan.skipped)
             if skipped:
                 _note(f"{skipped} documents already done (use --force to redo them)")
+        if docs:
+            _load_weights(engine)
         progress = make_progress(len(docs), _state["quiet"])
         runner = Runner(task, engine, _ReportingSink(sink), fmt, options, progress=progress, stop=stop)
         try:

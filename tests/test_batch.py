@@ -157,3 +157,29 @@ def test_sigterm_stops_cleanly_with_143(tiny_model, tmp_path):
     rows = ledger_rows(out)
     assert all(status in ("done", "running") for _, status in rows)
     assert len(outputs(out)) == sum(1 for _, s in rows if s == "done")
+
+
+def test_rerun_with_nothing_to_do_never_loads_the_model(cli, tiny_model, inbox, tmp_path):
+    out = tmp_path / "out"
+    args = ("ocr", inbox, "-o", out, "--model", tiny_model, "--max-new-tokens", "4")
+    assert cli(*args)[0] == 0
+    code, _, err = cli(*args)
+    assert code == 0 and "loading model" not in err  # a cron rerun over a done directory costs no GPU time
+
+
+def test_two_concurrent_runs_leave_a_consistent_ledger(tiny_model, tmp_path):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    for i in range(6):
+        (inbox / f"doc{i}.png").write_bytes((SAMPLES / "chart.png").read_bytes() + bytes([i]))
+    out = tmp_path / "out"
+    args = _internvl("ocr", inbox, "-o", out, "--model", tiny_model, "--max-new-tokens", "4", "--wait")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    first = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    second = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    assert first.wait(timeout=300) == 0 and second.wait(timeout=300) == 0
+    assert outputs(out) == [f"doc{i}.png.md" for i in range(6)]
+    assert [status for _, status in ledger_rows(out)] == ["done"] * 6
+    with sqlite3.connect(out / ".internvl" / "ledger.sqlite3") as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert db.execute("SELECT max(attempts) FROM jobs").fetchone() == (1,)  # nothing was done twice

@@ -130,3 +130,9 @@ def test_inspect_reports_bad_files_and_continues(cli, bad):
 def test_inspect_missing_file_exit_code(cli, tmp_path):
     code, out, err = cli("inspect", tmp_path / "missing.pdf", "--json")
     assert code == ExitCode.INPUT_FILE and out == "" and "missing.pdf" in err
+
+
+def test_verbose_adds_the_traceback(cli):
+    code, _, err = cli("--verbose", "ocr", SAMPLES / "chart.png", "--model", "OpenGVLab/not-a-real-model")
+    assert code == ExitCode.MODEL_NOT_FOUND and "Traceback" in err
+    assert err.splitlines()[0].startswith("internvl: error:")

@@ -82,3 +82,22 @@ def test_chart_json_and_markdown(cli, tiny_model):
                        "--max-new-tokens", "40")
     lines = out.strip().splitlines()
     assert code == 0 and lines[1].startswith("| ---") and len({line.count(" | ") for line in lines}) == 1
+
+
+def test_long_documents_are_read_in_windows_and_merged(cli, tiny_model, tmp_path):
+    import awkward
+
+    pdf = awkward.make_mixed_text_layer_pdf(tmp_path)  # 3 pages
+    schema = tmp_path / "doc.json"
+    schema.write_text(json.dumps({
+        "type": "object", "additionalProperties": False, "required": ["kind", "items"],
+        "properties": {"kind": {"enum": ["memo", "form"]},
+                       "items": {"type": "array", "maxItems": 2, "items": {"type": "integer", "minimum": 0,
+                                                                          "maximum": 9}}}}))
+    code, out, err = cli("extract", pdf, "--schema", schema, "--model", tiny_model, "--window-pages", "1",
+                         "--max-new-tokens", "40")
+    record = json.loads(out)
+    assert code == 0, err
+    assert record["pages"] == 3 and record["valid"]
+    # Merge rule: arrays from the three windows are concatenated, so up to 3 x 2 items survive.
+    assert len(record["data"]["items"]) <= 6

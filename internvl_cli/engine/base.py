@@ -61,6 +61,10 @@ class Engine(Protocol):
     model_id: str
     tiling: TilingConfig
 
+    def load(self) -> None:
+        """Brings the weights in (idempotent); until then only the checkpoint's small configs are read."""
+        ...
+
     def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
         """Runs the requests (batched as the backend sees fit) and returns one result per request, in order."""
         ...

@@ -27,16 +27,23 @@ def resolve_checkpoint(spec: str, revision: str | None = None) -> tuple[Path, st
 
 
 def _download(repo_id: str, revision: str | None) -> Path:
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
     try:
         from huggingface_hub import snapshot_download
 
-        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
         path = snapshot_download(repo_id, revision=revision, local_files_only=offline)
-    except Exception as exc:  # the hub client raises a family of network/cache errors; all mean "not here"
-        reason = " ".join(str(exc).split())[:160] or type(exc).__name__
-        raise ModelNotFoundError(f"model '{repo_id}' is not in the local cache and cannot be downloaded ({reason})"
-                                 ) from None
+    except Exception as exc:  # the hub client raises a family of network/cache errors; --verbose shows which
+        raise ModelNotFoundError(f"model '{repo_id}' {_why_not_found(exc, offline)}") from exc
     return Path(path)
+
+
+def _why_not_found(exc: Exception, offline: bool) -> str:
+    name = type(exc).__name__
+    if name in ("RepositoryNotFoundError", "RevisionNotFoundError", "GatedRepoError"):
+        return "does not exist on the hub, or needs a login (huggingface-cli login)"
+    if offline:
+        return "is not in the local cache and HF_HUB_OFFLINE forbids downloading it"
+    return "is not in the local cache and the hub cannot be reached"
 
 
 def _native(path: Path) -> Path:

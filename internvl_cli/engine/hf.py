@@ -17,7 +17,11 @@ from .repetition import RepetitionRule, repeated_period, trim_repetition
 
 
 class TransformersEngine:
-    """Loads a native-layout InternVL checkpoint directory and generates with transformers."""
+    """A native-layout InternVL checkpoint directory, generating with transformers.
+
+    Construction reads only the small config files (tiling, quantization), so a run can plan its work,
+    and skip loading entirely when everything is already done; `load()` brings in the weights.
+    """
 
     def __init__(self, model_dir: Path, model_id: str, device: str = "auto", dtype: str = "auto",
                  repetition: RepetitionRule = RepetitionRule()):
@@ -28,16 +32,23 @@ class TransformersEngine:
         self.model_dir = Path(model_dir)
         self.device = _pick_device(device)
         self.repetition = repetition
-        config = _read_json(self.model_dir / "config.json")
-        self.quantization = (config.get("quantization_config") or {}).get("quant_method")
+        self._config = _read_json(self.model_dir / "config.json")
+        self.quantization = (self._config.get("quantization_config") or {}).get("quant_method")
         self.dtype = _pick_dtype(dtype, self.device, self.quantization)
-        self.tokenizer = _load_tokenizer(self.model_dir)
-        self.model = _load_model(self.model_dir, config, self.device, self.dtype)
-        if self.quantization:  # the AWQ kernels choose their own activation dtype (fp16 on CUDA)
-            self.dtype = self.model.dtype
-        self.image_seq_length = _image_seq_length(self.model_dir, config)
+        self.image_seq_length = _image_seq_length(self.model_dir, self._config)
         preprocessor = _read_json(self.model_dir / "preprocessor_config.json", default={})
         self.tiling = TilingConfig.from_preprocessor_config(preprocessor, self.image_seq_length)
+        self.tokenizer = None
+        self.model = None
+
+    def load(self) -> None:
+        """Loads the tokenizer and the weights (once)."""
+        if self.model is not None:
+            return
+        self.tokenizer = _load_tokenizer(self.model_dir)
+        self.model = _load_model(self.model_dir, self._config, self.device, self.dtype)
+        if self.quantization:  # the AWQ kernels choose their own activation dtype (fp16 on CUDA)
+            self.dtype = self.model.dtype
 
     def describe(self) -> dict:
         return {
@@ -51,6 +62,7 @@ class TransformersEngine:
     # ------------------------------------------------------------------ generation
 
     def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+        self.load()
         results: list[GenerationResult | None] = [None] * len(requests)
         groups: dict[tuple[Sampling, Constraint | None], list[int]] = defaultdict(list)
         for index, request in enumerate(requests):

@@ -1,0 +1,69 @@
+"""The transformers engine on the tiny checkpoint: batching, out-of-memory splitting, loops, lazy loading."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from internvl_cli.engine import GenerationRequest, Sampling, load_engine
+from internvl_cli.errors import OutOfMemoryError
+from internvl_cli.tiling import tile_image
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model):
+    return load_engine(str(tiny_model))
+
+
+def request(engine, width: int, height: int, tokens: int = 6) -> GenerationRequest:
+    image = Image.fromarray(np.random.default_rng(width).integers(0, 256, (height, width, 3), dtype=np.uint8))
+    _, tiles = tile_image(image, engine.tiling)
+    return GenerationRequest(images=[tiles], text="Transcribe.", sampling=Sampling(max_new_tokens=tokens))
+
+
+def test_weights_load_only_when_needed(tiny_model):
+    lazy = load_engine(str(tiny_model))
+    assert lazy.model is None and lazy.tiling.max_tiles == 12
+    lazy.load()
+    assert lazy.model is not None
+
+
+def test_batched_results_equal_one_by_one(engine):
+    requests = [request(engine, 448, 448), request(engine, 1000, 700), request(engine, 300, 900)]
+    batched = engine.generate(requests)
+    alone = [engine.generate([r])[0] for r in requests]
+    assert [r.image_tokens for r in batched] == [256, 1792, 1024]
+    assert [r.text for r in batched] == [r.text for r in alone]
+
+
+def test_gpu_out_of_memory_halves_the_batch(engine, monkeypatch):
+    real = engine.model.generate
+    sizes = []
+
+    def tight_memory(**kwargs):  # stands in for a GPU that fits one request at a time
+        sizes.append(kwargs["input_ids"].shape[0])
+        if kwargs["input_ids"].shape[0] > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return real(**kwargs)
+
+    monkeypatch.setattr(engine.model, "generate", tight_memory)
+    results = engine.generate([request(engine, 448, 448), request(engine, 500, 500), request(engine, 600, 600)])
+    assert len(results) == 3 and sizes == [3, 1, 2, 1, 1]
+
+
+def test_out_of_memory_on_a_single_page_is_a_typed_error(engine, monkeypatch):
+    def no_memory(**kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(engine.model, "generate", no_memory)
+    with pytest.raises(OutOfMemoryError) as caught:
+        engine.generate([request(engine, 448, 448)])
+    assert "--max-tiles" in caught.value.one_line()
+
+
+def test_a_looping_answer_is_stopped_and_flagged(engine):
+    # The random tiny model repeats one token greedily: exactly the degenerate loop to catch.
+    result = engine.generate([request(engine, 448, 448, tokens=400)])[0]
+    assert result.finish_reason == "repetition"
+    assert result.new_tokens < 400
