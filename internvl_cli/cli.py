@@ -182,7 +182,8 @@ def run_batch(make_task, engine, batch: BatchArgs, fmt: str, suffix: str) -> Non
     failures = list(found.errors)
     task = make_task()
     stop = threading.Event()
-    options = RunOptions(batch_size=batch.batch_size, max_batch_tiles=batch.batch_tiles)
+    options = RunOptions(batch_size=batch.batch_size, max_batch_tiles=batch.batch_tiles,
+                         lookahead=2 * batch.batch_size)
     with _output_directory(batch, task, suffix) as directory:
         if directory is None:
             sink, docs, skipped = StdoutSink(), found.docs, 0
