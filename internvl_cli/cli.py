@@ -2,23 +2,19 @@
 from __future__ import annotations
 
 import json
-import signal
 import sys
-import threading
 import traceback
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
-
-from dataclasses import dataclass
 
 import typer
 
 from . import __version__
 from .errors import ExitCode, InternVLError, UsageError
 from .presets import DEFAULT_MODEL
+from .batch import BatchSettings, Hooks, run_documents
 from .progress import make_progress
-from .runner import DocumentFailure
 
 app = typer.Typer(
     name="internvl",
@@ -107,17 +103,11 @@ WaitOpt = typer.Option(False, "--wait", help="With -o: wait for another run on t
 PathsArg = typer.Argument(..., help="PDF or image files, directories, glob patterns, or - to read paths from stdin.")
 
 
-def _load_engine(model: str, device: str, dtype: str):
+def _open_engine(model: str, device: str, dtype: str):
     """Resolves the checkpoint and reads its configs; the weights load only once there is work to do."""
     from .engine import load_engine
 
     return load_engine(model, device=device, dtype=dtype)
-
-
-def _load_weights(engine) -> None:
-    _note(f"loading model {engine.model_id} ...")
-    engine.load()
-    _note("model ready: " + ", ".join(f"{k}={v}" for k, v in engine.describe().items()))
 
 
 def _note(message: str) -> None:
@@ -125,124 +115,23 @@ def _note(message: str) -> None:
         _err(f"internvl: {message}")
 
 
-class _ReportingSink:
-    """Prints each failed document's one-line error as it happens, then delegates."""
-
-    def __init__(self, inner):
-        self.inner = inner
-
-    def emit(self, path, result, rendered) -> None:
-        self.inner.emit(path, result, rendered)
-
-    def fail(self, path, error) -> None:
-        report_error(error)
-        self.inner.fail(path, error)
-
-
-@dataclass
-class BatchArgs:
-    """Options every document command shares: inputs, output directory, resume and batching."""
-
-    paths: list[str]
-    output: Optional[Path]
-    include: list[str]
-    exclude: list[str]
-    force: bool
-    retry_failed: bool
-    wait: bool
-    batch_size: int
-    batch_tiles: int
-
-
-def _discover(batch: BatchArgs):
-    from .inputs import discover
-
-    found = discover(batch.paths, include=batch.include, exclude=batch.exclude, stdin=sys.stdin,
-                     out_dir=batch.output)
-    for skipped in found.skipped:
-        _note(f"skipped {skipped.path}: {skipped.reason}")
-    for error in found.errors:
-        report_error(error)
-    if not found.docs and not found.errors:
-        raise UsageError("no documents found in the given paths")
-    return found
-
-
 def _count_docs(paths: list[str]) -> int:
     """How many documents a command will see before any model is loaded (stdin lists count as many)."""
     return 2 if paths == ["-"] or len(paths) != 1 or Path(paths[0]).is_dir() else 1
 
 
-def run_batch(make_task, engine, batch: BatchArgs, fmt: str, suffix: str) -> None:
-    """Discovery -> (ledger plan) -> runner -> exit code; the model is already loaded once by the caller."""
-    from .runner import RunOptions, Runner
-    from .writers import StdoutSink
-
-    found = _discover(batch)
-    failures = list(found.errors)
-    task = make_task()
-    stop = threading.Event()
-    options = RunOptions(batch_size=batch.batch_size, max_batch_tiles=batch.batch_tiles,
-                         lookahead=2 * batch.batch_size)
-    with _output_directory(batch, task, suffix) as directory:
-        if directory is None:
-            sink, docs, skipped = StdoutSink(), found.docs, 0
-        else:
-            plan = directory.plan(found.docs, force=batch.force, retry_failed=batch.retry_failed)
-            for error in plan.unreadable:
-                report_error(error)
-            failures += plan.unreadable
-            sink, docs, skipped = directory, plan.todo, len(plan.skipped)
-            if skipped:
-                _note(f"{skipped} documents already done (use --force to redo them)")
-        if docs:
-            _load_weights(engine)
-        progress = make_progress(len(docs), _state["quiet"])
-        runner = Runner(task, engine, _ReportingSink(sink), fmt, options, progress=progress, stop=stop)
-        try:
-            with _signals(stop, runner):
-                report = runner.run([doc.path for doc in docs])
-        finally:
-            progress.close()
-    report.skipped = skipped
-    report.failures.extend(DocumentFailure(Path(e.path or "-"), e) for e in failures)
+def run_batch(task, engine, batch: BatchSettings, fmt: str, suffix: str) -> None:
+    """Runs a document command through the core and turns its report into the exit code."""
+    hooks = Hooks(error=report_error, note=_note, progress=lambda total: make_progress(total, _state["quiet"]),
+                  before_load=lambda engine: _note(f"loading model {engine.model_id} ..."),
+                  loaded=lambda engine: _note("model ready: " + ", ".join(
+                      f"{key}={value}" for key, value in engine.describe().items())))
+    report = run_documents(task, engine, batch, fmt, suffix, hooks)
     _note(f"{report.done} done, {len(report.failures)} failed, {report.skipped} skipped, "
           f"{report.pages} pages in {report.seconds:.1f} s")
     code = report.exit_code()
     if code != ExitCode.OK:
         raise typer.Exit(int(code))
-
-
-@contextmanager
-def _output_directory(batch: BatchArgs, task, suffix: str):
-    """With -o: hold the directory's run lock, recover a killed run's leftovers, and yield its sink."""
-    if batch.output is None:
-        yield None
-        return
-    from .ledger import Ledger, RunLock
-    from .outputs import cleanup_stale_temps
-    from .writers import DirectorySink
-
-    batch.output.mkdir(parents=True, exist_ok=True)
-    with RunLock(batch.output, wait=batch.wait, on_wait=lambda who: _note(f"waiting for {who} ...")):
-        with Ledger.open(batch.output) as ledger:
-            ledger.recover_interrupted()
-            cleanup_stale_temps(batch.output)
-            yield DirectorySink(ledger, task.fingerprint(), suffix)
-
-
-@contextmanager
-def _signals(stop: threading.Event, runner):
-    """SIGTERM asks the run to stop after the current batch (exit 143); Ctrl-C does the same with 130."""
-    def on_term(signum, frame):
-        runner.stop_code = ExitCode.TERMINATED
-        stop.set()
-
-    previous = signal.signal(signal.SIGTERM, on_term)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 # ----------------------------------------------------------------------------- commands
@@ -277,14 +166,14 @@ def ocr(
     from .tasks.ocr import FORMATS, OcrTask
 
     with _exit_on_error():
-        batch = BatchArgs(paths, output, include, exclude, force, retry_failed, wait, batch_size, batch_tiles)
+        batch = BatchSettings(paths, output, include, exclude, force, retry_failed, wait, batch_size, batch_tiles)
         fmt = fmt or ("markdown" if output or _count_docs(paths) == 1 else "jsonl")
         _check_choice("--format", fmt, FORMATS)
         _check_common(pages, max_new_tokens)
-        engine = _load_engine(model, device, dtype)
+        engine = _open_engine(model, device, dtype)
         options = _page_options(engine, pages, password, min_tiles, max_tiles, max_new_tokens)
         suffix = {"markdown": ".md", "text": ".txt", "jsonl": ".jsonl"}[fmt]
-        run_batch(lambda: OcrTask(options, engine.model_id, use_text_layer=text_layer), engine, batch, fmt, suffix)
+        run_batch(OcrTask(options, engine.model_id, use_text_layer=text_layer), engine, batch, fmt, suffix)
 
 
 @app.command()
@@ -314,13 +203,13 @@ def chart(
     from .tasks.chart import FORMATS, ChartTask
 
     with _exit_on_error():
-        batch = BatchArgs(paths, output, include, exclude, force, retry_failed, wait, batch_size, batch_tiles)
+        batch = BatchSettings(paths, output, include, exclude, force, retry_failed, wait, batch_size, batch_tiles)
         _check_choice("--format", fmt, FORMATS)
         _check_common(pages, max_new_tokens)
-        engine = _load_engine(model, device, dtype)
+        engine = _open_engine(model, device, dtype)
         options = _page_options(engine, pages, password, min_tiles, max_tiles, max_new_tokens)
         suffix = {"csv": ".csv", "markdown": ".md", "json": ".jsonl"}[fmt]
-        run_batch(lambda: ChartTask(options, engine.model_id), engine, batch, fmt, suffix)
+        run_batch(ChartTask(options, engine.model_id), engine, batch, fmt, suffix)
 
 
 @app.command()
@@ -360,18 +249,18 @@ def extract(
     from .tasks.extract import ExtractOptions, ExtractTask
 
     with _exit_on_error():
-        batch = BatchArgs(paths, output, include, exclude, force, retry_failed, wait, batch_size, batch_tiles)
+        batch = BatchSettings(paths, output, include, exclude, force, retry_failed, wait, batch_size, batch_tiles)
         _check_common(pages, max_new_tokens)
         if votes < 1 or window_pages < 1 or window_tiles < 1:
             raise UsageError("--votes, --window-pages and --window-tiles must be at least 1")
         loaded = load_schema(schema)  # a bad schema fails before any model is loaded
-        engine = _load_engine(model, device, dtype)
+        engine = _open_engine(model, device, dtype)
         options = ExtractOptions(
             tiling=engine.tiling.with_limits(None, max_tiles), sampling=Sampling(max_new_tokens=max_new_tokens),
             window_pages=window_pages, window_tiles=window_tiles, votes=votes, password=password, pages=pages,
             use_text_layer=text_layer)
         fmt = "data" if data_only else "record"
-        run_batch(lambda: ExtractTask(options, loaded, engine.model_id), engine, batch, fmt, ".json")
+        run_batch(ExtractTask(options, loaded, engine.model_id), engine, batch, fmt, ".json")
 
 
 @app.command()
