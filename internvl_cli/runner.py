@@ -219,11 +219,33 @@ class Runner:
                 self._record(index, Outcome(unit, None, exc), emit=False)
             self._emit_ready()
             return
+        retries = []
         for (index, unit), result in zip(batch, results):
+            again = self._retry(unit, result)
+            if again is not None:
+                retries.append((index, again))
+                continue
             unit.request = None  # the tiles are no longer needed: keep memory bounded
             self._record(index, Outcome(unit, result, None), emit=False)
-        self.progress.pages_done(sum(len(unit.pages) for _, unit in batch))
+        done = [unit for _, unit in batch if unit.request is None]
+        self.progress.pages_done(sum(len(unit.pages) for unit in done))
         self._emit_ready()
+        if retries and not self.stop.is_set():
+            self._run_batches(retries)
+
+    def _retry(self, unit: Unit, result) -> Unit | None:
+        """olmOCR's per-page retry: a task may ask once for a second try (e.g. after a loop); the first answer
+        is kept beside it so the task can choose and flag."""
+        retry_request = getattr(self.task, "retry_request", None)
+        if unit.attempts > 0 or retry_request is None:
+            return None
+        request = retry_request(unit, result)
+        if request is None:
+            return None
+        unit.attempts += 1
+        unit.info["first_result"] = result
+        unit.request = request
+        return unit
 
     def _record(self, index: int, outcome: Outcome, emit: bool = True) -> None:
         self._docs[index].outcomes[outcome.unit.key] = outcome

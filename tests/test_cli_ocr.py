@@ -136,3 +136,13 @@ def test_verbose_adds_the_traceback(cli):
     code, _, err = cli("--verbose", "ocr", SAMPLES / "chart.png", "--model", "OpenGVLab/not-a-real-model")
     assert code == ExitCode.MODEL_NOT_FOUND and "Traceback" in err
     assert err.splitlines()[0].startswith("internvl: error:")
+
+
+def test_a_looping_page_is_retried_once_and_flagged(cli, tiny_model):
+    # Greedy decoding of the random tiny model repeats one token: the page loops, is cut, and retried once
+    # with light sampling, as olmOCR does; the record says so.
+    code, out, err = cli("ocr", SAMPLES / "chart.png", "--model", tiny_model, "--format", "jsonl",
+                         "--max-new-tokens", "120")
+    record = json.loads(out)
+    assert code == 0, err
+    assert "retried" in record["flags"]

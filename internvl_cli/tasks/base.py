@@ -23,6 +23,7 @@ class Unit:
     plans: list[TilePlan] = field(default_factory=list)
     info: dict = field(default_factory=dict)
     error: InternVLError | None = None
+    attempts: int = 0  # retries already made
 
 
 @dataclass

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..engine.base import Constraint, GenerationRequest, Sampling
@@ -43,6 +43,13 @@ class PageTask:
     def page_record(self, base: dict, text: str) -> dict:
         base["text"] = text
         return base
+
+    def retry_request(self, unit: Unit, result) -> GenerationRequest | None:
+        """A page that looped is tried once more with light sampling (a different path out of the loop)."""
+        if result.finish_reason != "repetition" or self.options.sampling.do_sample:
+            return None
+        sampling = replace(self.options.sampling, do_sample=True, temperature=0.3, top_p=0.9, seed=unit.key)
+        return replace(unit.request, sampling=sampling)
 
     def settings(self) -> dict:
         return {}
@@ -99,9 +106,14 @@ class PageTask:
             record["flags"].append("failed")
             return record
         result = outcome.result
+        first = unit.info.get("first_result")
+        if first is not None:
+            record["flags"].append("retried")
+            if result.finish_reason == "repetition" and first.new_tokens > result.new_tokens:
+                result = first  # both looped: keep the longer transcription before its loop
         if unit.info.get("repaired"):
             record["flags"].append("repaired-pdf")
-        record["seconds"] = round(result.seconds, 3)
+        record["seconds"] = round(result.seconds + (first.seconds if first is not None else 0.0), 3)
         record["flags"].extend(result.flags)
         if result.finish_reason == "repetition":
             record["flags"].append("repetition")
