@@ -34,6 +34,10 @@ class BatchSettings:
     batch_size: int = 8
     batch_tiles: int = 64
 
+    def __post_init__(self) -> None:
+        if self.output is not None:
+            self.output = Path(self.output)  # library callers may pass a string
+
 
 @dataclass
 class Hooks:
