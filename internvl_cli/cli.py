@@ -402,6 +402,9 @@ def inspect(
     as_json: bool = typer.Option(False, "--json", help="One JSON object per page on stdout instead of a table."),
     pages: Optional[str] = PagesOpt, password: Optional[str] = PasswordOpt,
     min_tiles: Optional[int] = MinTilesOpt, max_tiles: Optional[int] = MaxTilesOpt,
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Read the tiling settings of this checkpoint "
+                                       "(its small config files only; no weights are loaded). Default: "
+                                       "InternVL's standard 448px tiles, 1..12."),
 ) -> None:
     """Show, without loading a model, how each page will be tiled and what it will cost.
 
@@ -412,7 +415,8 @@ def inspect(
     from .tiling import TilingConfig
 
     with _exit_on_error():
-        tiling = TilingConfig().with_limits(min_tiles, max_tiles)
+        base = _open_engine(model, "cpu", "auto").tiling if model else TilingConfig()
+        tiling = base.with_limits(min_tiles, max_tiles)
         failed: list[InternVLError] = []
         rows = []
         found = _discover_plain(paths)

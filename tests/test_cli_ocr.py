@@ -146,3 +146,17 @@ def test_a_looping_page_is_retried_once_and_flagged(cli, tiny_model):
     record = json.loads(out)
     assert code == 0, err
     assert "retried" in record["flags"]
+
+
+def test_inspect_reads_the_checkpoint_tiling_without_weights(cli, tiny_model, tmp_path):
+    import shutil
+
+    checkpoint = tmp_path / "four-tiles"
+    shutil.copytree(tiny_model, checkpoint)
+    config = json.loads((checkpoint / "preprocessor_config.json").read_text())
+    config["max_patches"] = 4
+    (checkpoint / "preprocessor_config.json").write_text(json.dumps(config))
+    (checkpoint / "model.safetensors").unlink()  # proves no weights are read
+    code, out, err = cli("inspect", SAMPLES / "invoice.pdf", "--pages", "1", "--json", "--model", checkpoint)
+    assert code == 0, err
+    assert json.loads(out)["grid"] == [1, 2] and json.loads(out)["tiles"] == 3  # A4 with at most 4 tiles
