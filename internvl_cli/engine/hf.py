@@ -25,16 +25,16 @@ class TransformersEngine:
 
     def __init__(self, model_dir: Path, model_id: str, device: str = "auto", dtype: str = "auto",
                  repetition: RepetitionRule = RepetitionRule()):
-        import torch  # torch is imported only by engines
-
-        self._torch = torch
+        # torch is not imported here: a rerun with nothing to do should not pay for it
+        if dtype not in _DTYPE_NAMES:
+            raise ModelLoadError(f"unknown --dtype '{dtype}' (use auto, bfloat16, float16 or float32)")
         self.model_id = model_id
         self.model_dir = Path(model_dir)
-        self.device = _pick_device(device)
+        self.device = device
+        self.dtype = dtype
         self.repetition = repetition
         self._config = _read_json(self.model_dir / "config.json")
         self.quantization = (self._config.get("quantization_config") or {}).get("quant_method")
-        self.dtype = _pick_dtype(dtype, self.device, self.quantization)
         self.image_seq_length = _image_seq_length(self.model_dir, self._config)
         preprocessor = _read_json(self.model_dir / "preprocessor_config.json", default={})
         self.tiling = TilingConfig.from_preprocessor_config(preprocessor, self.image_seq_length)
@@ -45,6 +45,11 @@ class TransformersEngine:
         """Loads the tokenizer and the weights (once)."""
         if self.model is not None:
             return
+        import torch  # torch is imported only by engines, and only when weights are needed
+
+        self._torch = torch
+        self.device = _pick_device(self.device)
+        self.dtype = _pick_dtype(self.dtype, self.device, self.quantization)
         self.tokenizer = _load_tokenizer(self.model_dir)
         self.model = _load_model(self.model_dir, self._config, self.device, self.dtype)
         if self.quantization:  # the AWQ kernels choose their own activation dtype (fp16 on CUDA)
@@ -241,14 +246,15 @@ def _pick_device(device: str) -> str:
     return device
 
 
+_DTYPE_NAMES = ("auto", "bfloat16", "bf16", "float16", "fp16", "float32", "fp32")
+
+
 def _pick_dtype(dtype: str, device: str, quantization: str | None):
     import torch
 
     names = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16,
              "fp16": torch.float16, "float32": torch.float32, "fp32": torch.float32}
     if dtype != "auto":
-        if dtype not in names:
-            raise ModelLoadError(f"unknown --dtype '{dtype}' (use auto, bfloat16, float16 or float32)")
         return names[dtype]
     if device.startswith("cuda"):
         return torch.bfloat16
