@@ -16,7 +16,7 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from .errors import ModelLoadError
+from .errors import ModelLoadError, short_reason
 
 # Bump when the converter's output changes, so cached conversions made by older code are redone.
 CONVERTER_VERSION = 1
@@ -277,7 +277,7 @@ def _load_source_tokenizer(src: Path):
         try:
             return AutoTokenizer.from_pretrained(staged, extra_special_tokens=extra, trust_remote_code=False)
         except Exception as exc:
-            raise ModelLoadError(f"cannot load the tokenizer ({_short(exc)})", path=src) from None
+            raise ModelLoadError(f"cannot load the tokenizer ({short_reason(exc)})", path=src) from None
 
 
 def _strip_remote_tokenizer(staged: Path, src: Path) -> None:
@@ -493,7 +493,7 @@ def _read_tensors(file: Path) -> dict:
             # Legacy (non-zip) .bin files cannot be memory-mapped.
             return torch.load(file, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ModelLoadError(f"cannot read {file.name} ({_short(exc)})", path=file.parent) from None
+        raise ModelLoadError(f"cannot read {file.name} ({short_reason(exc)})", path=file.parent) from None
 
 
 def _convert_weights(src: Path, out: Path, config) -> dict[str, tuple]:
@@ -660,7 +660,3 @@ def _readable_name(src_id_or_path: str) -> str:
         # A hub cache snapshot folder is named by its commit; the repo name sits two levels up.
         name = path.parent.parent.name.split("--")[-1]
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "model"
-
-
-def _short(exc: BaseException) -> str:
-    return (" ".join(str(exc).split()) or type(exc).__name__)[:200]

@@ -24,6 +24,11 @@ class ExitCode(IntEnum):
     TERMINATED = 143         # SIGTERM
 
 
+def short_reason(exc: BaseException, limit: int = 200) -> str:
+    """A library exception's message on one line, bounded, for use inside our one-line errors."""
+    return (" ".join(str(exc).split()) or type(exc).__name__)[:limit]
+
+
 class InternVLError(Exception):
     """Base of every expected failure: a one-line message, an exit code and an optional hint."""
 

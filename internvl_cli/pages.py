@@ -10,11 +10,8 @@ from typing import Callable
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import InputFileError, PasswordError, UsageError
+from .errors import InputFileError, PasswordError, UsageError, short_reason
 
-PDF_SUFFIXES = {".pdf"}
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", ".gif"}
-SUPPORTED_SUFFIXES = PDF_SUFFIXES | IMAGE_SUFFIXES
 
 # PDF pages are measured as if scanned at this resolution; it only matters for InternVL's grid tie-break,
 # and it is what `inspect` reports. 200 DPI is the usual archival scan resolution.
@@ -108,7 +105,7 @@ def open_pages(path: Path, *, password: str | None = None, pages: str | None = N
     select = parse_page_ranges(pages)
     if b"%PDF-" in head:
         return _pdf_pages(path, password, select)
-    if path.suffix.lower() in PDF_SUFFIXES:
+    if path.suffix.lower() == ".pdf":
         raise InputFileError("not a PDF (no %PDF header; wrong extension or not a document)", path=path)
     return _image_pages(path, select)
 
@@ -124,7 +121,7 @@ def _open_pdf(path: Path, password: str | None):
     try:
         doc = pymupdf.open(path, filetype="pdf")
     except Exception as exc:  # PyMuPDF raises its own FileDataError/RuntimeError family
-        raise InputFileError(f"corrupt or unreadable PDF ({_short(exc)})", path=path) from None
+        raise InputFileError(f"corrupt or unreadable PDF ({short_reason(exc)})", path=path) from None
     if doc.needs_pass:
         # An empty user password (owner-only protection) opens silently, as every viewer does.
         if not doc.authenticate(""):
@@ -166,7 +163,7 @@ def _pdf_page(doc, path: Path, count: int, index: int) -> Page:
         rect = page.rect  # already accounts for /Rotate
         text = page.get_text("text")
     except Exception as exc:
-        raise InputFileError(f"page {index + 1} cannot be read ({_short(exc)})", path=path) from None
+        raise InputFileError(f"page {index + 1} cannot be read ({short_reason(exc)})", path=path) from None
     if rect.width <= 0.5 or rect.height <= 0.5:
         raise InputFileError(f"page {index + 1} has an empty page area", path=path)
     if max(rect.width, rect.height) > MAX_PDF_PAGE_POINTS:
@@ -238,7 +235,7 @@ def _open_image(path: Path) -> Image.Image:
     except UnidentifiedImageError:
         raise InputFileError("not a supported image or PDF (unrecognised format)", path=path) from None
     except OSError as exc:
-        raise InputFileError(f"corrupt image ({_short(exc)})", path=path) from None
+        raise InputFileError(f"corrupt image ({short_reason(exc)})", path=path) from None
 
 
 def _check_pixels(image: Image.Image, path: Path) -> None:
@@ -271,7 +268,7 @@ def _frame_page(image: Image.Image, path: Path, count: int, index: int) -> Page:
             image.seek(index)
         rgb = to_rgb(image)
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise InputFileError(f"page {index + 1}: corrupt image data ({_short(exc)})", path=path) from None
+        raise InputFileError(f"page {index + 1}: corrupt image data ({short_reason(exc)})", path=path) from None
     _check_pixels(rgb, path)
 
     def render(width: int, height: int) -> Image.Image:
@@ -309,8 +306,3 @@ def _deep_to_8bit(image: Image.Image) -> Image.Image:
     depth = 65535.0 if peak > 255 else 255.0
     scaled = np.clip(np.round(values * (255.0 / depth)), 0, 255).astype(np.uint8)
     return Image.fromarray(scaled, mode="L")
-
-
-def _short(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text[:160]

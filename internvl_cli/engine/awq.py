@@ -9,7 +9,7 @@ import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ModelLoadError
+from ..errors import ModelLoadError, short_reason
 
 if TYPE_CHECKING:  # heavy imports, only for annotations
     import torch
@@ -96,7 +96,7 @@ def require_gptqmodel() -> str:
         with gptqmodel_output_to_stderr():
             import gptqmodel  # noqa: F401
     except Exception as exc:  # a broken install raises anything from ImportError to RuntimeError
-        raise ModelLoadError(f"gptqmodel {version} is installed but does not import ({_short(exc)})",
+        raise ModelLoadError(f"gptqmodel {version} is installed but does not import ({short_reason(exc)})",
                              hint=INSTALL_HINT) from None
     _quiet_gptqmodel_logs()
     return version
@@ -180,7 +180,7 @@ def awq_kernel_status(device: str | None = None, *, allow_compile: bool = False)
     try:
         kernel = _select_kernel(device)
     except Exception as exc:
-        return False, f"gptqmodel {version} imports but has no AWQ kernel for {device} ({_short(exc)})"
+        return False, f"gptqmodel {version} imports but has no AWQ kernel for {device} ({short_reason(exc)})"
     return True, f"gptqmodel {version}; AWQ GEMM kernel on {device}: {kernel}"
 
 
@@ -214,7 +214,3 @@ def quantized_module_names(model: torch.nn.Module) -> list[str]:
     except ImportError:
         return []
     return [name for name, module in model.named_modules() if isinstance(module, BaseQuantLinear)]
-
-
-def _short(exc: BaseException) -> str:
-    return (" ".join(str(exc).split()) or type(exc).__name__)[:200]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ModelLoadError, OutOfMemoryError
+from ..errors import ModelLoadError, OutOfMemoryError, short_reason
 from ..tiling import TilingConfig
 from .base import Constraint, GenerationRequest, GenerationResult, Sampling
 from .prompting import build_prompt
@@ -289,7 +289,7 @@ def _load_tokenizer(model_dir: Path):
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
     except Exception as exc:
-        raise ModelLoadError(f"cannot load the tokenizer ({_short(exc)})", path=model_dir) from None
+        raise ModelLoadError(f"cannot load the tokenizer ({short_reason(exc)})", path=model_dir) from None
     if not getattr(tokenizer, "chat_template", None):
         tokenizer.chat_template = _processor_chat_template(model_dir)
     if getattr(tokenizer, "context_image_token", None) is None:
@@ -332,7 +332,7 @@ def _load_model(model_dir: Path, config: dict, device: str, dtype):
     except ModelLoadError:
         raise
     except Exception as exc:
-        raise ModelLoadError(f"cannot load the model ({_short(exc)})", path=model_dir) from None
+        raise ModelLoadError(f"cannot load the model ({short_reason(exc)})", path=model_dir) from None
     if "device_map" not in kwargs:
         model = model.to(device)
     return model.eval()
@@ -355,7 +355,3 @@ def _image_seq_length(model_dir: Path, config: dict) -> int:
 def _free_cuda(torch) -> None:
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-
-
-def _short(exc: BaseException) -> str:
-    return (" ".join(str(exc).split()) or type(exc).__name__)[:200]
