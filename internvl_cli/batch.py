@@ -94,7 +94,7 @@ def _run(task, engine, sink, fmt, options, docs, hooks: Hooks) -> RunReport:
         with _signals(stop, runner):
             return runner.run([doc.path for doc in docs])
     finally:
-        if progress is not None and hasattr(progress, "close"):
+        if progress is not None:
             progress.close()
 
 

@@ -16,6 +16,7 @@ import tempfile
 import uuid
 from pathlib import Path
 
+from .engine.checkpoints import read_checkpoint_config
 from .errors import ModelLoadError, short_reason
 
 # Bump when the converter's output changes, so cached conversions made by older code are redone.
@@ -98,7 +99,7 @@ _AWQ_SUFFIXES = ("qweight", "qzeros", "scales")
 
 def detect_layout(path: Path) -> str:
     """NATIVE for transformers' InternVL layout, REMOTE_CODE for OpenGVLab's original one; else ModelLoadError."""
-    config = _read_config(Path(path))
+    config = read_checkpoint_config(Path(path))
     architectures = config.get("architectures") or []
     if config.get("model_type") == "internvl" or "InternVLForConditionalGeneration" in architectures:
         return NATIVE
@@ -161,7 +162,7 @@ def ensure_native(path: Path) -> Path:
 
 
 def _convert_into(src: Path, out: Path) -> None:
-    source = _read_config(src)
+    source = read_checkpoint_config(src)
     _check_supported(source, src)
     tokenizer = _load_source_tokenizer(src)
     config = build_native_config(source, _image_token_id(tokenizer, src), _eos_token_id(tokenizer),
@@ -215,21 +216,6 @@ def _is_populated(path: Path) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------- reading the source
-
-
-def _read_config(path: Path) -> dict:
-    file = path / "config.json"
-    if not path.is_dir():
-        raise ModelLoadError("not a checkpoint directory", path=path)
-    if not file.is_file():
-        raise ModelLoadError("config.json is missing: not a model checkpoint directory", path=path)
-    try:
-        config = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"config.json is unreadable ({exc})", path=path) from None
-    if not isinstance(config, dict):
-        raise ModelLoadError("config.json does not hold a JSON object", path=path)
-    return config
 
 
 def _check_supported(source: dict, src: Path) -> None:

@@ -5,6 +5,8 @@ import sys
 import time
 from pathlib import Path
 
+from .runner import SilentProgress
+
 
 class LineProgress:
     """For logs and cron mail: one line per finished document, with a running pages/s figure."""
@@ -68,23 +70,9 @@ class RichProgress:
         self.progress.stop()
 
 
-class NoProgress:
-    def document_started(self, path: Path) -> None:
-        pass
-
-    def pages_done(self, count: int) -> None:
-        pass
-
-    def document_finished(self, path: Path, ok: bool) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 def make_progress(total: int, quiet: bool):
     if quiet:
-        return NoProgress()
+        return SilentProgress()
     if sys.stderr.isatty():
         return RichProgress(total)
     return LineProgress(total)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .engine.awq import RUNTIME_SKIPS, gptqmodel_output_to_stderr, require_gptqmodel
+from .engine.checkpoints import read_checkpoint_config
 from .errors import InputFileError, ModelLoadError, UsageError
 
 if TYPE_CHECKING:  # heavy imports, only for annotations
@@ -91,13 +92,7 @@ def _require_cuda(device: str) -> None:
 
 def _check_source(src: Path) -> dict:
     """config.json of a native, not yet quantized InternVL checkpoint."""
-    path = src / "config.json"
-    if not path.is_file():
-        raise ModelLoadError("config.json is missing: not a model checkpoint directory", path=src)
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"config.json is unreadable ({exc})", path=src) from None
+    config = read_checkpoint_config(src)
     if config.get("model_type") != "internvl":
         raise ModelLoadError(f"model_type '{config.get('model_type')}' is not the native InternVL layout", path=src,
                              hint="convert it first with `internvl convert SRC DST`")

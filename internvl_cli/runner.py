@@ -67,8 +67,12 @@ class Progress(Protocol):
 
     def document_finished(self, path: Path, ok: bool) -> None: ...
 
+    def close(self) -> None: ...
 
-class _Silent:
+
+class SilentProgress:
+    """Progress that reports nothing (library use, `--quiet`)."""
+
     def document_started(self, path: Path) -> None:
         pass
 
@@ -76,6 +80,9 @@ class _Silent:
         pass
 
     def document_finished(self, path: Path, ok: bool) -> None:
+        pass
+
+    def close(self) -> None:
         pass
 
 
@@ -102,7 +109,7 @@ class Runner:
                  progress: Progress | None = None, stop: threading.Event | None = None):
         self.task, self.engine, self.sink, self.fmt = task, engine, sink, fmt
         self.options = options
-        self.progress = progress or _Silent()
+        self.progress = progress or SilentProgress()
         self.stop = stop or threading.Event()
         self.stop_code = ExitCode.INTERRUPTED
         self.report = RunReport()

@@ -111,6 +111,15 @@ def test_busy_output_directory(cli, tiny_model, inbox, tmp_path):
     assert code == ExitCode.BUSY and "--wait" in err
 
 
+def start_until_first_output(args: list[str], out: Path, env: dict) -> subprocess.Popen:
+    """Starts a run and returns once its first document's output exists (or the run ended)."""
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    deadline = time.monotonic() + 120
+    while not outputs(out) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)  # polling for a condition, not timing: we wait until the first output exists
+    return proc
+
+
 def _internvl(*args) -> list[str]:
     return [sys.executable, "-m", "internvl_cli.cli", *map(str, args)]
 
@@ -125,10 +134,7 @@ def test_sigkill_mid_run_then_resume_gives_exactly_one_output_each(tiny_model, t
     out = tmp_path / "out"
     args = _internvl("ocr", inbox, "-o", out, "--model", tiny_model, "--max-new-tokens", "4", "--batch-size", "1")
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    deadline = time.monotonic() + 120
-    while not outputs(out) and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)  # polling for a condition, not timing: we wait until the first output exists
+    proc = start_until_first_output(args, out, env)
     proc.kill()
     proc.wait()
     done_before = len(outputs(out))
@@ -149,10 +155,7 @@ def test_signals_stop_cleanly_and_the_rerun_completes(tiny_model, tmp_path, sign
     out = tmp_path / "out"
     args = _internvl("ocr", inbox, "-o", out, "--model", tiny_model, "--max-new-tokens", "4", "--batch-size", "1")
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    deadline = time.monotonic() + 120
-    while not outputs(out) and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)  # polling for a condition: the first document is done
+    proc = start_until_first_output(args, out, env)
     proc.send_signal(signum)
     assert proc.wait(timeout=120) == code
     rows = ledger_rows(out)

@@ -12,6 +12,7 @@ import numpy as np
 from ..errors import ModelLoadError, OutOfMemoryError, short_reason
 from ..tiling import TilingConfig
 from .base import Constraint, GenerationRequest, GenerationResult, Sampling
+from .checkpoints import read_checkpoint_config
 from .prompting import build_prompt
 from .repetition import RepetitionRule, repeated_period, trim_repetition
 
@@ -33,7 +34,7 @@ class TransformersEngine:
         self.device = device
         self.dtype = dtype
         self.repetition = repetition
-        self._config = _read_json(self.model_dir / "config.json")
+        self._config = read_checkpoint_config(self.model_dir)
         self.quantization = (self._config.get("quantization_config") or {}).get("quant_method")
         self.image_seq_length = _image_seq_length(self.model_dir, self._config)
         preprocessor = _read_json(self.model_dir / "preprocessor_config.json", default={})
