@@ -71,3 +71,15 @@ def test_doctor_works_without_a_gpu(cli):
     code, out, _ = cli("doctor", "--json")
     report = json.loads(out)
     assert code == 0 and report["torch"].startswith("2.") and "awq kernels" in report
+
+
+def test_bitsandbytes_checkpoints_are_refused(cli, tiny_model, tmp_path):
+    import shutil
+
+    checkpoint = tmp_path / "bnb"
+    shutil.copytree(tiny_model, checkpoint)
+    config = json.loads((checkpoint / "config.json").read_text())
+    config["quantization_config"] = {"quant_method": "bitsandbytes", "load_in_4bit": True}
+    (checkpoint / "config.json").write_text(json.dumps(config))
+    code, out, err = cli("ocr", SAMPLES / "chart.png", "--model", checkpoint)
+    assert code == 6 and "bitsandbytes" in err and "InternViT" in err and out == ""

@@ -33,8 +33,9 @@ _RUNTIME_PREFIXES: tuple[tuple[str, str], ...] = (
 # 7.7 needs torch >= 2.14.1; an unpinned install could upgrade torch, so the range is closed.
 GPTQMODEL_REQUIREMENT = "gptqmodel>=7.6,<7.7"
 INSTALL_HINT = (
-    f'pip install "internvl-cli[awq]", or without its heavy extras: pip install pypcre logbar device-smi '
-    f'tokenicer defuser threadpoolctl accelerate requests && pip install --no-deps "{GPTQMODEL_REQUIREMENT}"'
+    f'it is a dependency of internvl-cli: pip install "{GPTQMODEL_REQUIREMENT}", or without its heavy extras: '
+    f'pip install pypcre logbar device-smi tokenicer defuser threadpoolctl accelerate requests && '
+    f'pip install --no-deps "{GPTQMODEL_REQUIREMENT}"'
 )
 
 

@@ -35,7 +35,7 @@ class TransformersEngine:
         self.dtype = dtype
         self.repetition = repetition
         self._config = read_checkpoint_config(self.model_dir)
-        self.quantization = (self._config.get("quantization_config") or {}).get("quant_method")
+        self.quantization = _quantization(self._config, self.model_dir)
         self.image_seq_length = _image_seq_length(self.model_dir, self._config)
         preprocessor = _read_json(self.model_dir / "preprocessor_config.json", default={})
         self.tiling = TilingConfig.from_preprocessor_config(preprocessor, self.image_seq_length)
@@ -247,6 +247,20 @@ def _pick_device(device: str) -> str:
     return device
 
 
+def _quantization(config: dict, model_dir: Path) -> str | None:
+    """"awq" or None; other schemes are refused here rather than half-loaded by transformers."""
+    from .awq import quantization_config_of
+
+    method = str((quantization_config_of(config) or {}).get("quant_method") or "").lower() or None
+    if method in (None, "awq"):
+        return method
+    if method == "bitsandbytes":
+        raise ModelLoadError("bitsandbytes-quantized checkpoints are not supported: 4-bit BNB breaks InternViT",
+                             path=model_dir, hint="use an AWQ checkpoint (see `internvl models`)")
+    raise ModelLoadError(f"quantization '{method}' is not supported (only AWQ 4-bit is)", path=model_dir,
+                         hint="use an AWQ or an unquantized checkpoint (see `internvl models`)")
+
+
 _DTYPE_NAMES = ("auto", "bfloat16", "bf16", "float16", "fp16", "float32", "fp32")
 
 
@@ -322,7 +336,7 @@ def _load_model(model_dir: Path, config: dict, device: str, dtype):
         )
     kwargs: dict = {"dtype": dtype}
     quiet = contextlib.nullcontext()
-    if (config.get("quantization_config") or {}).get("quant_method") == "awq":
+    if _quantization(config, model_dir) == "awq":
         from .awq import awq_load_kwargs, gptqmodel_output_to_stderr
 
         kwargs.update(awq_load_kwargs(config, device))
