@@ -20,7 +20,7 @@ from internvl_cli.errors import ModelLoadError
 LOGIT_ATOL = 0.02
 TILES = 2
 
-# Loading and quantizing need gptqmodel (README: internvl-cli[awq]); the format and error paths do not.
+# Loading and quantizing need gptqmodel (a dependency; see README), the format and error paths do not.
 needs_gptqmodel = pytest.mark.skipif(importlib.util.find_spec("gptqmodel") is None, reason="gptqmodel not installed")
 
 
