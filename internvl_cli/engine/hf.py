@@ -52,7 +52,7 @@ class TransformersEngine:
         self.device = _pick_device(self.device)
         self.dtype = _pick_dtype(self.dtype, self.device, self.quantization)
         self.tokenizer = _load_tokenizer(self.model_dir)
-        self.model = _load_model(self.model_dir, self._config, self.device, self.dtype)
+        self.model = _load_model(self.model_dir, self._config, self.device, self.dtype, self.quantization)
         if self.quantization:  # the AWQ kernels choose their own activation dtype (fp16 on CUDA)
             self.dtype = self.model.dtype
 
@@ -326,7 +326,7 @@ def _processor_chat_template(model_dir: Path) -> str:
     raise ModelLoadError("the checkpoint has no chat template", path=model_dir)
 
 
-def _load_model(model_dir: Path, config: dict, device: str, dtype):
+def _load_model(model_dir: Path, config: dict, device: str, dtype, quantization: str | None):
     from transformers import AutoModelForImageTextToText
 
     if config.get("model_type") != "internvl":
@@ -336,7 +336,7 @@ def _load_model(model_dir: Path, config: dict, device: str, dtype):
         )
     kwargs: dict = {"dtype": dtype}
     quiet = contextlib.nullcontext()
-    if _quantization(config, model_dir) == "awq":
+    if quantization == "awq":
         from .awq import awq_load_kwargs, gptqmodel_output_to_stderr
 
         kwargs.update(awq_load_kwargs(config, device))
