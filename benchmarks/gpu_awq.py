@@ -277,7 +277,7 @@ def synthetic_page(index: int):
 
 def page_requests(first: int, count: int, tiling, max_new_tokens: int) -> list:
     from internvl_cli.engine import GenerationRequest, Sampling
-    from internvl_cli.tiling import tile_image
+    from internvl_cli.documents.tiling import tile_image
 
     sampling = Sampling(max_new_tokens=max_new_tokens)  # greedy: do_sample defaults to False
     return [

@@ -37,8 +37,8 @@ def child_tile(pdf: str, empty_store: bool) -> None:
     """(a) in a fresh process: render+tile every page and drop the tiles; prints pages and an RSS curve as JSON."""
     _common.setup_paths()
     import pymupdf
-    from internvl_cli.pages import open_pages
-    from internvl_cli.tiling import TilingConfig, tile_page
+    from internvl_cli.documents.pages import open_pages
+    from internvl_cli.documents.tiling import TilingConfig, tile_page
 
     config = TilingConfig()  # InternVL's defaults, the same values the checkpoints' preprocessor config holds
     with pymupdf.open(pdf) as doc:

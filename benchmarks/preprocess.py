@@ -36,7 +36,7 @@ def reference_processor():
 
 
 def project_config():
-    from internvl_cli.tiling import TilingConfig
+    from internvl_cli.documents.tiling import TilingConfig
     from tiny_models import preprocessor_config
 
     return TilingConfig.from_preprocessor_config(preprocessor_config())
@@ -47,8 +47,8 @@ def project_config():
 
 def run_project(pdf: Path, config, limit: int | None = None) -> tuple[list[int], float, float]:
     """Tile counts per page, seconds spent opening pages (load + text layer), seconds spent tiling."""
-    from internvl_cli.pages import open_pages
-    from internvl_cli.tiling import tile_page
+    from internvl_cli.documents.pages import open_pages
+    from internvl_cli.documents.tiling import tile_page
 
     counts, open_s, tile_s = [], 0.0, 0.0
     pages = open_pages(pdf)
@@ -100,8 +100,8 @@ def best_of(repeat: int, run) -> tuple[list[int], float, float]:
 
 def pixel_gap(pdf: Path, config, processor, pages: int = 3) -> float:
     """Largest mean |difference| of normalised pixels between the paths (untimed; explains non-identical tiles)."""
-    from internvl_cli.pages import open_pages
-    from internvl_cli.tiling import tile_page
+    from internvl_cli.documents.pages import open_pages
+    from internvl_cli.documents.tiling import tile_page
     import pymupdf
 
     gaps = []

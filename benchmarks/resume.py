@@ -74,7 +74,7 @@ def model_load_seconds(lines: list[tuple[float, str]]) -> float | None:
 def hash_throughput(repeat: int = 3) -> tuple[float, float]:
     """MB/s of content_hash on the 100-page test PDF (read from the page cache): the tiny PNGs here hash in
     microseconds, real documents cost their size divided by this."""
-    from internvl_cli.ledger import content_hash
+    from internvl_cli.runs.ledger import content_hash
 
     pdf = _common.generated_pdf(100)
     content_hash(pdf)  # warm the page cache, so this measures hashing rather than the disk
@@ -97,11 +97,11 @@ def plan_in_process(docs: Path, out: Path, model: Path) -> dict:
     """Discovery, hashing and ledger decisions exactly as a run does them, each timed (no weights loaded)."""
     from internvl_cli.engine import load_engine
     from internvl_cli.engine.base import Sampling
-    from internvl_cli.inputs import discover
-    from internvl_cli.ledger import Ledger, RunLock, content_hash
+    from internvl_cli.documents.inputs import discover
+    from internvl_cli.runs.ledger import Ledger, RunLock, content_hash
     from internvl_cli.tasks.ocr import OcrTask
     from internvl_cli.tasks.pagewise import PageOptions
-    from internvl_cli.writers import DirectorySink
+    from internvl_cli.runs.writers import DirectorySink
 
     engine = load_engine(str(model), device="cpu")  # reads configs only: the task fingerprint needs its tiling
     options = PageOptions(tiling=engine.tiling.with_limits(None, None), sampling=Sampling(max_new_tokens=1))

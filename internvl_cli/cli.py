@@ -12,9 +12,9 @@ import typer
 
 from . import __version__
 from .errors import ExitCode, InternVLError, UsageError
-from .presets import DEFAULT_MODEL
-from .batch import BatchSettings, Hooks, run_documents
-from .progress import make_progress
+from .models.presets import DEFAULT_MODEL
+from .runs.batch import BatchSettings, Hooks, run_documents
+from .runs.progress import make_progress
 
 app = typer.Typer(
     name="internvl",
@@ -279,7 +279,7 @@ def status(
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Summarise an output directory: documents done, failed (with reasons) and pending."""
-    from .ledger import Ledger
+    from .runs.ledger import Ledger
 
     with _exit_on_error():
         if not output.is_dir():
@@ -309,7 +309,7 @@ def convert(
     to the top-level config, and tokenizer, chat template and preprocessor config written. Commands do
     this by themselves (once, cached) when --model names such a checkpoint.
     """
-    from .convert import convert_checkpoint
+    from .models.convert import convert_checkpoint
 
     with _exit_on_error():
         out = convert_checkpoint(src, dst, overwrite=overwrite)
@@ -324,8 +324,8 @@ def quantize(
                                           "to calibrate (a few dozen pages of your own documents)."),
 ) -> None:
     """AWQ-quantize the language model of a native checkpoint (needs a CUDA GPU; vision stays 16-bit)."""
-    from .inputs import discover
-    from .quantize import quantize_to_awq
+    from .documents.inputs import discover
+    from .models.quantize import quantize_to_awq
 
     with _exit_on_error():
         images = [doc.path for doc in discover(calibration).docs]
@@ -338,7 +338,7 @@ def quantize(
 @app.command()
 def models(as_json: bool = typer.Option(False, "--json", help="Print JSON lines.")) -> None:
     """List the model presets: size, layout, quantization, expected GPU memory, and whether cached locally."""
-    from .presets import PRESETS, is_cached
+    from .models.presets import PRESETS, is_cached
 
     with _exit_on_error():
         rows = [{**preset.__dict__, "cached": is_cached(preset), "default": name == DEFAULT_MODEL}
@@ -381,7 +381,7 @@ def _check_choice(option: str, value: str, choices) -> None:
 
 def _check_common(pages: Optional[str], max_new_tokens: int) -> None:
     """Usage errors surface before the (slow) model load."""
-    from .pages import parse_page_ranges
+    from .documents.pages import parse_page_ranges
 
     parse_page_ranges(pages)
     if max_new_tokens < 1:
@@ -411,8 +411,8 @@ def inspect(
     Per page: its pixel size (PDF pages measured at 200 DPI), the chosen grid of 448px tiles, the tile
     count (grid plus thumbnail), the image tokens it costs, and whether a PDF text layer exists.
     """
-    from .inspection import inspect_pages
-    from .tiling import TilingConfig
+    from .documents.inspection import inspect_pages
+    from .documents.tiling import TilingConfig
 
     with _exit_on_error():
         base = _open_engine(model, "cpu", "auto").tiling if model else TilingConfig()
@@ -434,7 +434,7 @@ def inspect(
 
 
 def _discover_plain(paths: list[str]):
-    from .inputs import discover
+    from .documents.inputs import discover
 
     found = discover(paths, stdin=sys.stdin)
     for error in found.errors:

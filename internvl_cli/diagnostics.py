@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from importlib import metadata
 
-from .presets import PRESETS
+from .models.presets import PRESETS
 
 PACKAGES = ("torch", "transformers", "tokenizers", "gptqmodel", "llguidance", "pymupdf", "pillow", "typer")
 

@@ -236,7 +236,7 @@ def test_kernel_status_on_cpu():
 # -- quantization ----------------------------------------------------------------------------------------
 
 def test_quantize_refuses_without_cuda(tmp_path, monkeypatch):
-    from internvl_cli.quantize import quantize_to_awq
+    from internvl_cli.models.quantize import quantize_to_awq
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ModelLoadError, match="CUDA") as info:
@@ -256,7 +256,7 @@ def test_quantize_pipeline_on_cpu_with_a_tiny_model(tmp_path, monkeypatch):
     import tiny_models
     from PIL import Image
 
-    from internvl_cli import quantize
+    from internvl_cli.models import quantize
 
     small_config = tiny_models.tiny_config
 
@@ -288,7 +288,7 @@ def test_quantize_pipeline_on_cpu_with_a_tiny_model(tmp_path, monkeypatch):
 
 def test_quantize_checks_its_arguments(tmp_path):
     from internvl_cli.errors import InputFileError, UsageError
-    from internvl_cli.quantize import _quantize
+    from internvl_cli.models.quantize import _quantize
     from tiny_models import build_tiny_native
 
     src = build_tiny_native(tmp_path / "src")

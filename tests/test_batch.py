@@ -102,7 +102,7 @@ def test_stdin_path_list(cli, tiny_model, tmp_path):
 
 
 def test_busy_output_directory(cli, tiny_model, inbox, tmp_path):
-    from internvl_cli.ledger import RunLock
+    from internvl_cli.runs.ledger import RunLock
 
     out = tmp_path / "out"
     out.mkdir()

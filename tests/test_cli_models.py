@@ -6,7 +6,7 @@ import json
 import pytest
 
 from conftest import SAMPLES
-from internvl_cli.presets import DEFAULT_MODEL, PRESETS
+from internvl_cli.models.presets import DEFAULT_MODEL, PRESETS
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Tests for step 0, the offline remote-code -> native checkpoint converter (internvl_cli.convert)."""
+"""Tests for step 0, the offline remote-code -> native checkpoint converter (internvl_cli.models.convert)."""
 from __future__ import annotations
 
 import json
@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from internvl_cli import convert
-from internvl_cli.convert import (
+from internvl_cli.models import convert
+from internvl_cli.models.convert import (
     MARKER_FILE, NATIVE, REMOTE_CODE, convert_checkpoint, converted_cache_dir, detect_layout, ensure_native,
 )
 from internvl_cli.errors import ExitCode, ModelLoadError

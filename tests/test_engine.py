@@ -8,7 +8,7 @@ from PIL import Image
 
 from internvl_cli.engine import GenerationRequest, Sampling, load_engine
 from internvl_cli.errors import OutOfMemoryError
-from internvl_cli.tiling import tile_image
+from internvl_cli.documents.tiling import tile_image
 
 
 @pytest.fixture(scope="module")

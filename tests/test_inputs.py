@@ -7,10 +7,10 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from internvl_cli import inputs
+from internvl_cli.documents import inputs
 from internvl_cli.errors import ExitCode
-from internvl_cli.inputs import Discovery, discover, glob_regex, read_path_list
-from internvl_cli.outputs import STATE_DIR_NAME
+from internvl_cli.documents.inputs import Discovery, discover, glob_regex, read_path_list
+from internvl_cli.runs.outputs import STATE_DIR_NAME
 
 TREE = [
     "in/a/invoice.pdf",

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from internvl_cli import ledger as ledger_mod
+from internvl_cli.runs import ledger as ledger_mod
 from internvl_cli.errors import BusyError, ExitCode, InputFileError, UsageError
-from internvl_cli.ledger import Ledger, RunLock, content_hash, task_hash
-from internvl_cli.outputs import STATE_DIR_NAME
+from internvl_cli.runs.ledger import Ledger, RunLock, content_hash, task_hash
+from internvl_cli.runs.outputs import STATE_DIR_NAME
 
 CTX = multiprocessing.get_context("fork")
 TASK = task_hash({"model": "OpenGVLab/InternVL3-1B-hf", "revision": "abc", "prompt": "ocr", "max_tiles": 12})

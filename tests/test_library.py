@@ -10,15 +10,15 @@ from conftest import REPO, SAMPLES
 
 def test_core_imports_without_the_cli_packages():
     code = ("import sys; sys.modules['typer'] = None; sys.modules['rich'] = None\n"
-            "import internvl_cli.batch, internvl_cli.tasks.ocr, internvl_cli.tasks.chart, internvl_cli.tasks.extract\n"
-            "import internvl_cli.engine.hf, internvl_cli.convert, internvl_cli.structured\n"
+            "import internvl_cli.runs.batch, internvl_cli.tasks.ocr, internvl_cli.tasks.chart, internvl_cli.tasks.extract\n"
+            "import internvl_cli.engine.hf, internvl_cli.models.convert, internvl_cli.structured\n"
             "print('ok')")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
 
 
 def test_run_documents_as_a_library(tiny_model, tmp_path):
-    from internvl_cli.batch import BatchSettings, run_documents
+    from internvl_cli.runs.batch import BatchSettings, run_documents
     from internvl_cli.engine import Sampling, load_engine
     from internvl_cli.tasks.ocr import OcrTask
     from internvl_cli.tasks.pagewise import PageOptions

@@ -6,9 +6,9 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from internvl_cli import outputs
+from internvl_cli.runs import outputs
 from internvl_cli.errors import InputFileError
-from internvl_cli.outputs import (
+from internvl_cli.runs.outputs import (
     NAME_MAX,
     STATE_DIR_NAME,
     atomic_write_bytes,

@@ -6,8 +6,8 @@ import pytest
 
 import awkward
 from internvl_cli.errors import ExitCode, InputFileError, PasswordError, UsageError
-from internvl_cli.pages import open_pages, parse_page_ranges
-from internvl_cli.tiling import TilingConfig, tile_page
+from internvl_cli.documents.pages import open_pages, parse_page_ranges
+from internvl_cli.documents.tiling import TilingConfig, tile_page
 
 
 @pytest.fixture(scope="module")

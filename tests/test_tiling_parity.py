@@ -9,7 +9,7 @@ from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import (
     get_optimal_tiled_canvas,
 )
 
-from internvl_cli.tiling import TilingConfig, choose_grid, plan_tiles, tile_image
+from internvl_cli.documents.tiling import TilingConfig, choose_grid, plan_tiles, tile_image
 from tiny_models import preprocessor_config
 
 SIZES = [

@@ -9,7 +9,7 @@ __all__ = ["Constraint", "Engine", "GenerationRequest", "GenerationResult", "Sam
 def load_engine(model: str, device: str = "auto", dtype: str = "auto", revision: str | None = None) -> Engine:
     """Resolves `model` (preset, hub id or local path) for the transformers backend; weights load on `load()`
     or on the first `generate()`."""
-    from .checkpoints import resolve_checkpoint
+    from ..models.checkpoints import resolve_checkpoint
     from .hf import TransformersEngine
 
     model_dir, model_id = resolve_checkpoint(model, revision)

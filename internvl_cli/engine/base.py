@@ -6,7 +6,7 @@ from typing import Literal, Protocol
 
 import numpy as np
 
-from ..tiling import TilingConfig
+from ..documents.tiling import TilingConfig
 
 FinishReason = Literal["stop", "length", "repetition"]
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelLoadError, OutOfMemoryError, short_reason
-from ..tiling import TilingConfig
+from ..documents.tiling import TilingConfig
 from .base import Constraint, GenerationRequest, GenerationResult, Sampling
-from .checkpoints import read_checkpoint_config
+from ..models.checkpoints import read_checkpoint_config
 from .prompting import build_prompt
 from .repetition import RepetitionRule, repeated_period, trim_repetition
 

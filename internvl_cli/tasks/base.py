@@ -10,7 +10,7 @@ from typing import Protocol
 
 from ..engine.base import GenerationRequest, GenerationResult
 from ..errors import InternVLError
-from ..tiling import TilePlan
+from ..documents.tiling import TilePlan
 
 
 @dataclass

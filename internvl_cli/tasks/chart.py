@@ -5,7 +5,7 @@ import csv
 import io
 
 from ..engine.base import Constraint
-from ..pages import Page
+from ..documents.pages import Page
 from ..resources import read_prompt
 from ..structured import normalise_numbers, parse_table, table_grammar
 from .base import DocumentResult, json_line

@@ -8,10 +8,10 @@ from pathlib import Path
 
 from ..engine.base import Constraint, GenerationRequest, Sampling
 from ..errors import InvalidOutputError
-from ..pages import open_pages
+from ..documents.pages import open_pages
 from ..resources import read_prompt
 from ..structured import LoadedSchema, majority_vote, parse_json_output, validate
-from ..tiling import TilingConfig, tile_page
+from ..documents.tiling import TilingConfig, tile_page
 from .base import DocumentResult, Outcome, Unit, json_line
 
 MAX_ANCHOR_CHARS = 6000

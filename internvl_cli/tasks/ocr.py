@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 
-from ..pages import Page
+from ..documents.pages import Page
 from ..resources import read_prompt
 from .base import DocumentResult, json_line
 from .pagewise import PageOptions, PageTask

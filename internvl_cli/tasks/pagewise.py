@@ -7,8 +7,8 @@ from pathlib import Path
 
 from ..engine.base import Constraint, GenerationRequest, Sampling
 from ..errors import InternVLError
-from ..pages import Page, open_pages
-from ..tiling import TilingConfig, tile_page
+from ..documents.pages import Page, open_pages
+from ..documents.tiling import TilingConfig, tile_page
 from .base import DocumentResult, Outcome, Unit, failure_exceeds
 
 

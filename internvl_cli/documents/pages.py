@@ -10,7 +10,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import InputFileError, PasswordError, UsageError, short_reason
+from ..errors import InputFileError, PasswordError, UsageError, short_reason
 
 
 # PDF pages are measured as if scanned at this resolution; it only matters for InternVL's grid tie-break,

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from .engine.base import Engine
-from .errors import ExitCode, InternVLError, OutOfMemoryError
-from .tasks.base import DocumentResult, Outcome, Task, Unit
+from ..engine.base import Engine
+from ..errors import ExitCode, InternVLError, OutOfMemoryError
+from ..tasks.base import DocumentResult, Outcome, Task, Unit
 
 
 @dataclass

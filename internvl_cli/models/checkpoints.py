@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from ..errors import ModelLoadError, ModelNotFoundError
-from ..presets import find_preset
+from .presets import find_preset
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -51,7 +51,7 @@ def _native(path: Path) -> Path:
     """The directory itself for native checkpoints; remote-code ones are converted once and cached."""
     if not (path / "config.json").exists():
         raise ModelLoadError("no config.json: not a model checkpoint directory", path=path)
-    from ..convert import ensure_native
+    from .convert import ensure_native
 
     return ensure_native(path)
 

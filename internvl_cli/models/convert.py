@@ -16,8 +16,8 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from .engine.checkpoints import read_checkpoint_config
-from .errors import ModelLoadError, short_reason
+from .checkpoints import read_checkpoint_config
+from ..errors import ModelLoadError, short_reason
 
 # Bump when the converter's output changes, so cached conversions made by older code are redone.
 CONVERTER_VERSION = 1

@@ -12,11 +12,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .engine.base import Engine
-from .errors import ExitCode, InternVLError, UsageError
-from .inputs import discover
+from ..engine.base import Engine
+from ..errors import ExitCode, InternVLError, UsageError
+from ..documents.inputs import discover
 from .runner import DocumentFailure, Progress, RunOptions, Runner, RunReport
-from .tasks.base import Task
+from ..tasks.base import Task
 from .writers import StdoutSink
 
 

@@ -37,8 +37,8 @@ from functools import lru_cache
 from pathlib import Path, PurePosixPath
 from typing import Iterable, Iterator, Sequence, TextIO
 
-from .errors import InputFileError
-from .outputs import STATE_DIR_NAME
+from ..errors import InputFileError
+from ..runs.outputs import STATE_DIR_NAME
 
 SUPPORTED_EXTENSIONS = frozenset({".pdf", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", ".gif"})
 STDIN_ARG = "-"

@@ -6,11 +6,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from .errors import InternVLError
-from .inputs import InputDoc
+from ..errors import InternVLError
+from ..documents.inputs import InputDoc
 from .ledger import Ledger, content_hash, new_run_id, task_hash
 from .outputs import atomic_write_text, output_path
-from .tasks.base import DocumentResult
+from ..tasks.base import DocumentResult
 
 
 class StdoutSink:

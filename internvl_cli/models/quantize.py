@@ -18,9 +18,9 @@ from pathlib import Path
 
 from typing import TYPE_CHECKING
 
-from .engine.awq import RUNTIME_SKIPS, gptqmodel_output_to_stderr, require_gptqmodel
-from .engine.checkpoints import read_checkpoint_config
-from .errors import InputFileError, ModelLoadError, UsageError
+from ..engine.awq import RUNTIME_SKIPS, gptqmodel_output_to_stderr, require_gptqmodel
+from .checkpoints import read_checkpoint_config
+from ..errors import InputFileError, ModelLoadError, UsageError
 
 if TYPE_CHECKING:  # heavy imports, only for annotations
     from transformers import BatchFeature
@@ -154,7 +154,7 @@ class CalibrationProcessor:
     def __init__(self, checkpoint: Path, max_tiles: int):
         from transformers import AutoTokenizer
 
-        from .tiling import TilingConfig
+        from ..documents.tiling import TilingConfig
 
         config = json.loads((checkpoint / "config.json").read_text(encoding="utf-8"))
         pre_path = checkpoint / "preprocessor_config.json"
@@ -170,8 +170,8 @@ class CalibrationProcessor:
         import torch
         from transformers import BatchFeature
 
-        from .engine.prompting import build_prompt
-        from .tiling import tile_image
+        from ..engine.prompting import build_prompt
+        from ..documents.tiling import tile_image
 
         if len(conversations) != 1:
             raise ValueError("InternVL calibration takes one conversation per batch")

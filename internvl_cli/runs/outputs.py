@@ -21,7 +21,7 @@ import re
 import secrets
 from pathlib import Path, PurePosixPath
 
-from .errors import InputFileError
+from ..errors import InputFileError
 
 STATE_DIR_NAME = ".internvl"
 NAME_MAX = 255           # bytes per path component on ext4/xfs/btrfs/APFS

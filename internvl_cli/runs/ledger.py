@@ -37,7 +37,7 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterator, Mapping
 
-from .errors import BusyError, ExitCode, InputFileError, InternVLError, UsageError
+from ..errors import BusyError, ExitCode, InputFileError, InternVLError, UsageError
 from .outputs import STATE_DIR_NAME
 
 LEDGER_NAME = "ledger.sqlite3"
