@@ -245,7 +245,7 @@ def extract(
       internvl extract scan.pdf --schema my-schema.json --data-only | jq .total
     """
     from .engine.base import Sampling
-    from .structured import load_schema
+    from .tasks.schemas import load_schema
     from .tasks.extract import ExtractOptions, ExtractTask
 
     with _exit_on_error():
@@ -266,7 +266,7 @@ def extract(
 @app.command()
 def schemas() -> None:
     """List the JSON Schemas shipped with internvl-cli (use their names with `extract --schema`)."""
-    from .structured import list_schemas
+    from .tasks.schemas import list_schemas
 
     with _exit_on_error():
         for name, description in list_schemas():

@@ -13,23 +13,28 @@ from pathlib import Path
 import pytest
 
 from internvl_cli.errors import ExitCode, SchemaError
-from internvl_cli.structured import (
+from internvl_cli.engine.constraints import json_grammar as _json_grammar
+from internvl_cli.engine.hf_constraints import grammar_logits_processor, ll_tokenizer
+from internvl_cli.engine.hf_constraints import json_logits_processor as _json_logits_processor
+from internvl_cli.tasks.schemas import (
     DATE_PATTERN,
-    json_grammar,
-    json_logits_processor,
-    grammar_logits_processor,
-    is_rectangular,
+    grammar_schema,
     list_schemas,
-    ll_tokenizer,
     load_schema,
     majority_vote,
-    normalise_number,
-    normalise_numbers,
     parse_json_output,
-    parse_table,
-    table_grammar,
     validate,
 )
+from internvl_cli.tasks.tables import is_rectangular, normalise_number, normalise_numbers, parse_table, table_grammar
+
+
+def json_grammar(schema):
+    """The grammar the extract task decodes under: built from the schema's grammar copy."""
+    return _json_grammar(grammar_schema(schema))
+
+
+def json_logits_processor(tokenizer, schema, *args, **kwargs):
+    return _json_logits_processor(tokenizer, grammar_schema(schema), *args, **kwargs)
 
 SHIPPED = ["invoice", "receipt", "key_value"]
 
@@ -259,7 +264,7 @@ def test_schema_errors_come_before_any_model_or_torch_import(tmp_path):
     path.write_text('{"type": 12}')
     code = (
         "import sys\n"
-        "from internvl_cli.structured import load_schema\n"
+        "from internvl_cli.tasks.schemas import load_schema\n"
         "from internvl_cli.errors import SchemaError\n"
         f"try:\n    load_schema({str(path)!r})\nexcept SchemaError as e:\n    print(e.one_line())\n"
         "assert 'torch' not in sys.modules and 'transformers' not in sys.modules\n"

@@ -3,7 +3,16 @@ from __future__ import annotations
 
 from .base import Constraint, Engine, GenerationRequest, GenerationResult, Sampling
 
-__all__ = ["Constraint", "Engine", "GenerationRequest", "GenerationResult", "Sampling", "load_engine"]
+__all__ = ["Constraint", "Engine", "GenerationRequest", "GenerationResult", "Sampling", "check_constraint",
+           "load_engine"]
+
+
+def check_constraint(constraint: Constraint, source: str = "<schema>") -> tuple[str, ...]:
+    """Compiles a constraint as the engines' grammar library will (no tokenizer, no model), so an unsupported
+    schema fails before anything loads; returns the compiler's warnings."""
+    from .constraints import check_constraint as compile_check
+
+    return compile_check(constraint, source)
 
 
 def load_engine(model: str, device: str = "auto", dtype: str = "auto", revision: str | None = None) -> Engine:

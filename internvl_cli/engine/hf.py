@@ -224,7 +224,7 @@ def _constraint_processors(constraint: Constraint | None, tokenizer, batch_size:
     """
     if constraint is None:
         return []
-    from ..structured import grammar_logits_processor, json_logits_processor
+    from .hf_constraints import grammar_logits_processor, json_logits_processor
 
     close_after = max(0, max_new_tokens - max(32, max_new_tokens // 4))
     if constraint.kind == "json_schema":

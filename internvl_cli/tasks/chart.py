@@ -7,7 +7,7 @@ import io
 from ..engine.base import Constraint
 from ..documents.pages import Page
 from ..resources import read_prompt
-from ..structured import normalise_numbers, parse_table, table_grammar
+from .tables import normalise_numbers, parse_table, table_grammar
 from .base import DocumentResult, json_line
 from .pagewise import PageTask
 

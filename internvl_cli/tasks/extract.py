@@ -10,7 +10,7 @@ from ..engine.base import Constraint, GenerationRequest, Sampling
 from ..errors import InvalidOutputError
 from ..documents.pages import open_pages
 from ..resources import read_prompt
-from ..structured import LoadedSchema, majority_vote, parse_json_output, validate
+from .schemas import LoadedSchema, grammar_schema, majority_vote, parse_json_output, validate
 from ..documents.tiling import TilingConfig, tile_page
 from .base import DocumentResult, Outcome, Unit, json_line
 
@@ -40,7 +40,8 @@ class ExtractTask:
         self.model_id = model_id
         self.prompt = read_prompt("extract")
         self.anchored_prompt = read_prompt("extract-anchored")
-        self.constraint = Constraint("json_schema", json.dumps(schema.schema))  # schema order: fields come out as designed
+        # schema order kept: fields come out as designed
+        self.constraint = Constraint("json_schema", json.dumps(grammar_schema(schema.schema)))
 
     def fingerprint(self) -> dict:
         o = self.options

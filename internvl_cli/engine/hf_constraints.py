@@ -1,0 +1,301 @@
+"""Step 3f, constrained decoding with transformers generate(): an llguidance logits processor per batch."""
+from __future__ import annotations
+
+import time
+import weakref
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Sequence
+
+import llguidance
+import llguidance.numpy as llnp
+import numpy as np
+from llguidance import LLMatcher
+
+from ..errors import SchemaError
+from .constraints import json_grammar
+
+if TYPE_CHECKING:  # torch is imported lazily: schema checks and `internvl schemas` should not pay ~2 s for it
+    import torch
+
+# The HF -> llguidance tokenizer bridge costs ~1 s for a 150k vocabulary: build it once per tokenizer.
+_LL_TOKENIZERS: weakref.WeakKeyDictionary[Any, dict[tuple[int, ...], llguidance.LLTokenizer]] = (
+    weakref.WeakKeyDictionary()
+)
+_EXECUTOR: llguidance.LLExecutor | None = None
+
+
+def ll_tokenizer(tokenizer: Any, eos_token_ids: Sequence[int]) -> llguidance.LLTokenizer:
+    """llguidance's view of a fast HF tokenizer (via llguidance.hf), cached per tokenizer and EOS set."""
+    import llguidance.hf  # imports transformers: only when a model is about to run anyway
+
+    per_tokenizer = _LL_TOKENIZERS.setdefault(tokenizer, {})
+    key = tuple(eos_token_ids)
+    if key not in per_tokenizer:
+        per_tokenizer[key] = llguidance.hf.from_tokenizer(tokenizer, eos_token=list(key))
+    return per_tokenizer[key]
+
+
+def _executor() -> llguidance.LLExecutor:
+    """One thread pool for all processors: masks of a batch are computed in parallel, outside the GIL."""
+    global _EXECUTOR
+    if _EXECUTOR is None:
+        _EXECUTOR = llguidance.LLExecutor()
+    return _EXECUTOR
+
+
+def _eos_ids(tokenizer: Any, eos_token_id: int | Sequence[int] | None) -> list[int]:
+    ids = tokenizer.eos_token_id if eos_token_id is None else eos_token_id
+    ids = [ids] if isinstance(ids, int) else list(ids or [])
+    if not ids:
+        raise ValueError("constrained decoding needs an EOS token id (the tokenizer has none)")
+    return ids
+
+
+@dataclass
+class _Row:
+    """Decoding state of one batch row."""
+
+    matcher: LLMatcher
+    tokens: list[int] = field(default_factory=list)
+    finished: bool = False
+    error: str | None = None
+    closed: bool = False  # steered to the shortest way out (budget running out, or a loop)
+    closing: bool = False  # asked to wrap up now, whatever the budget
+    in_string: bool = False  # inside a JSON string (tracked from the accepted bytes, for steering)
+    escaped: bool = False
+
+
+class GrammarLogitsProcessor:
+    """A transformers logits processor: each batch row is held to an llguidance grammar.
+
+    Works with greedy and sampled `generate()` (no beam search), with left padding: it only reads the
+    last column of `input_ids`, i.e. the token the model actually produced for each row on the
+    previous step, and feeds it to that row's matcher. Rows whose grammar is complete, or finished,
+    or broken, may only produce EOS. It duck-types `transformers.LogitsProcessor` (same `__call__`)
+    so that importing this module does not import torch. One processor serves one `generate()` call;
+    a call that does not continue the previous one (new length or batch size) restarts it.
+    Do not combine with `min_new_tokens`: it bans EOS exactly when a complete grammar needs it.
+    """
+
+    def __init__(self, tokenizer: llguidance.LLTokenizer, grammar: str, batch_size: int | None = None,
+                 close_after: int | None = None):
+        self._tokenizer = tokenizer
+        self._close_after = close_after
+        self._closers = _closer_tiers(tokenizer) if close_after is not None else None
+        self._template = LLMatcher(tokenizer, grammar, log_level=0)  # log_level 0: errors are ours to report
+        if self._template.is_error():
+            raise ValueError(f"invalid grammar: {_matcher_error(self._template)}")
+        self._eos = list(tokenizer.eos_tokens)
+        self._rows: list[_Row] = []
+        self._seen_length: int | None = None
+        self.mask_seconds = 0.0  # time spent masking in this generate() call, for --verbose timings
+        self.steps = 0
+        self._start(batch_size or 0)
+
+    # -- public state ------------------------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Forget all rows, so the processor can serve another generate() call."""
+        self._start(0)
+
+    def finalize(self, sequences: "torch.Tensor") -> list[str]:
+        """Feed the tokens generate() appended after the last processor call; returns each row's text.
+
+        generate() stops right after sampling, so the last token of a row never reaches `__call__`.
+        """
+        if self._seen_length is not None:
+            for column in zip(*sequences[:, self._seen_length :].tolist()):
+                self._consume(list(column))
+            self._seen_length = sequences.shape[1]
+        return self.texts()
+
+    def texts(self) -> list[str]:
+        """The text each row's matcher accepted so far (exact bytes, no EOS, no tokenizer clean-up)."""
+        return [self._tokenizer.decode_str(row.tokens) for row in self._rows]
+
+    @property
+    def complete(self) -> list[bool]:
+        """Per row: the grammar was satisfied (accepting state) and no token was ever rejected."""
+        return [row.error is None and row.matcher.is_accepting() for row in self._rows]
+
+    def request_close(self, row: int) -> None:
+        """Steer `row` to finish now (e.g. it is looping), whatever its budget."""
+        if row < len(self._rows):
+            self._rows[row].closing = True
+            if self._closers is None:
+                self._closers = _closer_tiers(self._tokenizer)
+
+    @property
+    def closed(self) -> list[bool]:
+        """Per row: the answer was steered to a close because the token budget ran low (flag it to the user)."""
+        return [row.closed for row in self._rows]
+
+    @property
+    def errors(self) -> list[str | None]:
+        """Per row: why the matcher stopped accepting tokens (None when it never did)."""
+        return [row.error for row in self._rows]
+
+    # -- the generate() hook -----------------------------------------------------------------------
+
+    def __call__(self, input_ids: "torch.LongTensor", scores: "torch.FloatTensor") -> "torch.FloatTensor":
+        started = time.perf_counter()
+        rows, length = input_ids.shape
+        if self._seen_length is None or length != self._seen_length + 1 or rows != len(self._rows):
+            self._start(rows)  # first step of a generate() call: the prompt is not ours to check
+        else:
+            self._consume(input_ids[:, -1].tolist())
+        self._seen_length = length
+        allowed = self._allowed_tokens(scores.shape[-1])
+        self.mask_seconds += time.perf_counter() - started
+        self.steps += 1
+        return _apply_mask(scores, allowed)
+
+    # -- internals ---------------------------------------------------------------------------------
+
+    def _start(self, rows: int) -> None:
+        self._rows = [_Row(self._template.deep_copy()) for _ in range(rows)]
+        self._seen_length = None
+        self.mask_seconds, self.steps = 0.0, 0
+
+    def _consume(self, tokens: list[int]) -> None:
+        for row, token in zip(self._rows, tokens):
+            if row.finished:
+                continue  # generate() pads finished rows; those tokens are not the model's
+            if not row.matcher.consume_token(token):
+                row.error = row.error or _matcher_error(row.matcher) or f"token {token} rejected"
+                row.finished = True
+            elif token in self._eos:
+                row.finished = True
+            else:
+                row.tokens.append(token)
+                _track_string(row, self._tokenizer.decode_bytes([token]))
+
+    def _allowed_tokens(self, vocab: int) -> np.ndarray:
+        """Boolean (rows, vocab) mask of the tokens each row may produce next."""
+        live = [i for i, row in enumerate(self._rows) if not row.finished and not row.matcher.is_stopped()]
+        bits = self._grammar_masks(live)
+        for i, row in enumerate(self._rows):
+            # a matcher that hit an llguidance limit (or a dead end) reports it only through is_error()
+            stuck = i in live and (row.matcher.is_error() or not bits[i].any())
+            if stuck and row.error is None:
+                row.error = _matcher_error(row.matcher) or "the grammar allows no token"
+            if stuck or i not in live:
+                bits[i] = False
+                bits[i, self._eos] = True  # complete, finished or stuck: only EOS ends the row cleanly
+            elif self._closers is not None and (self._rows[i].closing or (
+                    self._close_after is not None and self.steps >= self._close_after)):
+                self._steer_to_close(self._rows[i], bits[i])
+        if bits.shape[1] >= vocab:
+            return bits[:, :vocab]
+        # the model's embedding may be padded past the tokenizer: those ids are never allowed
+        return np.pad(bits, ((0, 0), (0, vocab - bits.shape[1])))
+
+    def _steer_to_close(self, row: _Row, allowed: np.ndarray) -> None:
+        """Near the end of the budget, narrow the grammar's choices to the ones that finish soonest.
+
+        Without this, an answer cut by max_new_tokens is invalid JSON and is lost. Preference: EOS when
+        the grammar is complete, then tokens that close a string/object/array, then a separator (which
+        moves on to the next required field); the model still picks among them. Only rows that would
+        otherwise be cut are affected, and they are flagged.
+        """
+        vocab = len(allowed)
+        eos_ok = [e for e in self._eos if e < vocab and allowed[e]]
+        quote, close, comma = self._closers
+        if eos_ok:
+            choice = np.zeros_like(allowed)
+            choice[eos_ok] = True
+        else:
+            choice = None
+            # inside a string only a quote ends it ("}" there is text); outside, close brackets before commas
+            for tier in ((quote,) if row.in_string else (close, comma)):
+                # the mask may be wider than the tokenizer (bitmask padding, padded embeddings)
+                narrowed = allowed.copy()
+                narrowed[: len(tier)] &= tier[:vocab]
+                narrowed[len(tier):] = False
+                if narrowed.any():
+                    choice = narrowed
+                    break
+        if choice is not None and not np.array_equal(choice, allowed):
+            allowed[:] = choice
+            row.closed = True
+
+    def _grammar_masks(self, live: list[int]) -> np.ndarray:
+        """llguidance's masks for the live rows, unpacked to booleans (other rows all False)."""
+        bitmask = np.zeros(llnp.get_bitmask_shape(len(self._rows), self._tokenizer.vocab_size), dtype=np.int32)
+        if len(live) == 1:  # one row: a thread-pool hop costs more than it saves
+            llnp.fill_next_token_bitmask(self._rows[live[0]].matcher, bitmask, live[0])
+        elif live:
+            llnp.fill_next_token_bitmask_par(_executor(), [(self._rows[i].matcher, i) for i in live], bitmask)
+        return np.unpackbits(bitmask.view(np.uint8), axis=1, bitorder="little").astype(bool)
+
+
+# id(LLTokenizer) -> (the tokenizer, kept so the id stays its own, tiers); LLTokenizer takes no weak references
+_CLOSER_TIERS: dict[int, tuple[Any, tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
+
+
+def _closer_tiers(tokenizer: llguidance.LLTokenizer) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Boolean vocab masks of tokens holding a quote, a closing brace/bracket (no quote), a comma (no quote)."""
+    if id(tokenizer) not in _CLOSER_TIERS:
+        size = tokenizer.vocab_size
+        quote, close, comma = (np.zeros(size, dtype=bool) for _ in range(3))
+        for token in range(size):
+            text = tokenizer.decode_bytes([token])
+            quote[token] = b'"' in text
+            close[token] = not quote[token] and (b"}" in text or b"]" in text)
+            comma[token] = not quote[token] and b"," in text
+        _CLOSER_TIERS[id(tokenizer)] = (tokenizer, (quote, close, comma))
+    return _CLOSER_TIERS[id(tokenizer)][1]
+
+
+def _track_string(row: _Row, text: bytes) -> None:
+    """Follows JSON string boundaries through the accepted bytes (quotes, backslash escapes)."""
+    for byte in text:
+        if row.escaped:
+            row.escaped = False
+        elif row.in_string and byte == 0x5C:  # backslash
+            row.escaped = True
+        elif byte == 0x22:  # quote
+            row.in_string = not row.in_string
+
+
+def _matcher_error(matcher: LLMatcher) -> str:
+    """llguidance's error, first line only (the rest is a multi-line parser state dump)."""
+    return matcher.get_error().strip().split("\n")[0][:300]
+
+
+def _apply_mask(scores: "torch.Tensor", allowed: np.ndarray) -> "torch.Tensor":
+    import torch
+
+    mask = torch.from_numpy(allowed).to(scores.device, non_blocking=True)
+    return scores.masked_fill(~mask, float("-inf"))
+
+
+def grammar_logits_processor(
+    tokenizer: Any, lark: str, batch_size: int | None = None, *, eos_token_id: int | Sequence[int] | None = None,
+    close_after: int | None = None,
+) -> GrammarLogitsProcessor:
+    """A processor holding every row to a Lark grammar (llguidance dialect), e.g. `table_grammar()`."""
+    grammar = LLMatcher.grammar_from_lark(lark)
+    return GrammarLogitsProcessor(ll_tokenizer(tokenizer, _eos_ids(tokenizer, eos_token_id)), grammar, batch_size,
+                                  close_after=close_after)
+
+
+def json_logits_processor(
+    tokenizer: Any, schema: dict[str, Any], batch_size: int | None = None, *,
+    eos_token_id: int | Sequence[int] | None = None, close_after: int | None = None,
+) -> GrammarLogitsProcessor:
+    """A processor holding every row to compact JSON valid under `schema`, as given (tasks pass the
+    grammar's copy of a user schema, `tasks.schemas.grammar_schema`).
+
+    `eos_token_id`: the ids that end generation (generation_config.eos_token_id); default the tokenizer's.
+    `close_after`: from this many generated tokens on, steer each row to finish its JSON (see
+    `GrammarLogitsProcessor._steer_to_close`); None never steers.
+    """
+    grammar = json_grammar(schema)
+    lltok = ll_tokenizer(tokenizer, _eos_ids(tokenizer, eos_token_id))
+    try:
+        return GrammarLogitsProcessor(lltok, grammar, batch_size, close_after=close_after)
+    except ValueError as exc:  # load_schema() already compiled it, so only unchecked dicts land here
+        raise SchemaError(f"schema not supported for constrained decoding: {exc}") from None
+
+
