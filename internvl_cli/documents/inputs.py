@@ -38,8 +38,9 @@ from pathlib import Path, PurePosixPath
 from typing import Iterable, Iterator, Sequence, TextIO
 
 from ..errors import InputFileError
-from ..runs.outputs import STATE_DIR_NAME
 
+# An output folder keeps its ledger and lock in this folder; discovery never walks into such output folders.
+STATE_DIR_NAME = ".internvl"
 SUPPORTED_EXTENSIONS = frozenset({".pdf", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", ".gif"})
 STDIN_ARG = "-"
 _GLOB_CHARS = re.compile(r"[*?\[]")

@@ -12,7 +12,7 @@ import numpy as np
 from ..errors import ModelLoadError, OutOfMemoryError, short_reason
 from ..documents.tiling import TilingConfig
 from .base import Constraint, GenerationRequest, GenerationResult, Sampling
-from ..models.checkpoints import read_checkpoint_config
+from ..models.config import read_checkpoint_config
 from .prompting import build_prompt
 from .repetition import RepetitionRule, repeated_period, trim_repetition
 

@@ -16,7 +16,7 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from .checkpoints import read_checkpoint_config
+from .config import read_checkpoint_config
 from ..errors import ModelLoadError, short_reason
 
 # Bump when the converter's output changes, so cached conversions made by older code are redone.

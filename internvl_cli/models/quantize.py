@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..engine.awq import RUNTIME_SKIPS, gptqmodel_output_to_stderr, require_gptqmodel
-from .checkpoints import read_checkpoint_config
+from .config import read_checkpoint_config
 from ..errors import InputFileError, ModelLoadError, UsageError
 
 if TYPE_CHECKING:  # heavy imports, only for annotations

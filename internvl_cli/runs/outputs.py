@@ -21,9 +21,8 @@ import re
 import secrets
 from pathlib import Path, PurePosixPath
 
+from ..documents.inputs import STATE_DIR_NAME
 from ..errors import InputFileError
-
-STATE_DIR_NAME = ".internvl"
 NAME_MAX = 255           # bytes per path component on ext4/xfs/btrfs/APFS
 PATH_MAX = 4096          # bytes per whole path on Linux
 _TEMP_MARK = ".tmp-"

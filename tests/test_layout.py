@@ -1,0 +1,143 @@
+"""The package's shape follows its data flow: folders by step, imports pointing downstream only, no circles."""
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+PACKAGE = REPO / "internvl_cli"
+# Heavy libraries that only the engines (and the quantizer, which drives gptqmodel) may import.
+ENGINE_ONLY = ("torch", "transformers", "llguidance", "vllm", "gptqmodel", "xgrammar")
+# Which step folder may import which: a step may use the ones before it, never the ones after it.
+MAY_NOT_IMPORT = {
+    "documents": ("engine", "tasks", "runs", "models", "cli"),
+    "engine": ("tasks", "runs", "cli"),
+    "models": ("tasks", "runs", "cli"),
+    "tasks": ("runs", "cli"),
+    "runs": ("cli",),
+}
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(REPO).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {module_name(path): path for path in sorted(PACKAGE.rglob("*.py"))}
+
+
+def imported_modules(name: str, path: Path) -> set[str]:
+    """Every internvl_cli module `name` imports, at module level or inside functions."""
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            candidates = [target] + [f"{target}.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.Import):
+            candidates = [alias.name for alias in node.names]
+        else:
+            continue
+        found.update(c for c in candidates if c in MODULES)
+    found.discard(name)
+    return found
+
+
+def with_packages(names: set[str]) -> set[str]:
+    """Importing a.b.c runs a/__init__ and a/b/__init__ too."""
+    out = set(names)
+    for name in names:
+        parts = name.split(".")
+        out.update(".".join(parts[:i]) for i in range(1, len(parts)))
+    return {n for n in out if n in MODULES}
+
+
+GRAPH = {name: with_packages(imported_modules(name, path)) for name, path in MODULES.items()}
+
+
+def test_every_folder_says_which_step_it_owns():
+    for name, path in MODULES.items():
+        first = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8")))
+        assert first and first.strip(), f"{name} has no docstring saying what it owns"
+    for folder in ("documents", "engine", "models", "tasks", "runs"):
+        assert (PACKAGE / folder / "__init__.py").is_file()
+
+
+def test_no_import_circles():
+    state: dict[str, str] = {}
+
+    def visit(name: str, trail: list[str]) -> None:
+        state[name] = "open"
+        for target in sorted(GRAPH[name]):
+            if target == name or name.startswith(target + "."):
+                continue  # a module importing its own package is executing it already
+            if state.get(target) == "open":
+                cycle = trail[trail.index(target):] + [target] if target in trail else [name, target]
+                pytest.fail("import circle: " + " -> ".join(cycle))
+            if target not in state:
+                visit(target, trail + [target])
+        state[name] = "done"
+
+    for name in MODULES:
+        if name not in state:
+            visit(name, [name])
+
+
+@pytest.mark.parametrize("step", sorted(MAY_NOT_IMPORT))
+def test_imports_point_downstream(step):
+    for name, targets in GRAPH.items():
+        if not name.startswith(f"internvl_cli.{step}"):
+            continue
+        for target in targets:
+            later = target.split(".")[1] if "." in target else ""
+            assert later not in MAY_NOT_IMPORT[step], f"{name} imports {target}: {step} comes before {later}"
+
+
+def test_no_module_but_the_cli_imports_the_cli():
+    for name, targets in GRAPH.items():
+        assert name == "internvl_cli.cli" or "internvl_cli.cli" not in targets, name
+
+
+def test_importing_any_module_loads_no_engine_library():
+    """Each module alone, in a fresh process: torch and friends arrive only when an engine needs them.
+
+    Outside engine/ nothing heavy is imported at all; engine modules may import their grammar library, but
+    torch, transformers and vLLM only inside the functions that load or run a model.
+    """
+    code = (
+        "import importlib, json, os, sys\n"
+        f"names = {sorted(MODULES)!r}\n"
+        "for name in names:\n"
+        "    reader, writer = os.pipe()\n"
+        "    if os.fork() == 0:\n"
+        "        importlib.import_module(name)\n"
+        f"        libs = [m for m in {ENGINE_ONLY!r} if m in sys.modules]\n"
+        "        os.write(writer, json.dumps([name, libs]).encode() + b'\\n')\n"
+        "        os._exit(0)\n"
+        "    os.close(writer)\n"
+        "    print(os.read(reader, 65536).decode(), end='')\n"
+        "    os.wait()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    loaded = dict(json.loads(line) for line in done.stdout.splitlines())
+    assert set(loaded) == set(MODULES)
+    for name, libs in loaded.items():
+        allowed = {"llguidance"} if name.startswith("internvl_cli.engine.") else set()
+        assert set(libs) <= allowed, f"{name} imports {sorted(set(libs) - allowed)} at module level"
+
+
+def test_the_run_layer_is_free_of_torch():
+    code = "import sys, internvl_cli.runs.batch; print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr
