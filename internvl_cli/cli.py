@@ -337,7 +337,11 @@ def quantize(
 
 @app.command()
 def models(as_json: bool = typer.Option(False, "--json", help="Print JSON lines.")) -> None:
-    """List the model presets: size, layout, quantization, expected GPU memory, and whether cached locally."""
+    """List the model presets: size, layout, quantization, expected GPU memory, whether cached, licence.
+
+    The licence column gives the weights' terms as their model cards state them (InternVL's part, then the
+    language model's); read the model card before commercial use.
+    """
     from .models.presets import PRESETS, is_cached
 
     with _exit_on_error():
@@ -350,11 +354,12 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print JSON lines.
         from rich.console import Console
         from rich.table import Table
 
-        table = Table("preset", "repository", "layout", "quant", "params", "GPU GB", "max tiles", "cached")
+        table = Table("preset", "repository", "layout", "quant", "params", "GPU GB", "max tiles", "cached", "licence")
         for row in rows:
             name = row["name"] + (" (default)" if row["default"] else "")
             table.add_row(name, row["repo_id"], row["layout"], row["quantization"], row["params"],
-                          f"{row['gpu_memory_gb']:.1f}", str(row["max_tiles"]), "yes" if row["cached"] else "no")
+                          f"{row['gpu_memory_gb']:.1f}", str(row["max_tiles"]), "yes" if row["cached"] else "no",
+                          row["licence"])
         Console().print(table)
 
 

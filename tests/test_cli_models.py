@@ -65,6 +65,25 @@ def test_models_lists_presets_with_an_awq_default(cli):
     assert [r["name"] for r in default] == [DEFAULT_MODEL]
     assert default[0]["quantization"] == "awq" and default[0]["gpu_memory_gb"] <= 16
     assert all(r["cached"] is False for r in rows)
+    assert all(r["licence"] and "see the model card" != r["licence"] for r in rows)  # every preset says its terms
+
+
+def test_licence_is_stated_consistently():
+    """LICENSE, the package metadata and README tell the same story, and the AGPL dependency is named."""
+    import tomllib
+
+    from conftest import REPO
+
+    meta = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert meta["license"] == "Apache-2.0" and set(meta["license-files"]) == {"LICENSE", "NOTICE"}
+    assert "Apache License" in (REPO / "LICENSE").read_text() and "Version 2.0" in (REPO / "LICENSE").read_text()
+    notice = (REPO / "NOTICE").read_text()
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## Licences"):]
+    for text in (notice, section):
+        assert "Apache" in text and "AGPL-3.0" in text and "commercial" in text
+    for name in PRESETS:
+        assert name in section or "internvl models" in section
 
 
 def test_doctor_works_without_a_gpu(cli):

@@ -14,24 +14,38 @@ class Preset:
     gpu_memory_gb: float  # estimate at the default 12-tile budget, batch 1: weights + vision activations + KV cache
     max_tiles: int  # recommended --max-tiles
     note: str = ""
+    # The weights' terms as their model cards state them (2026-12): InternVL's own part, then the language model's.
+    licence: str = "see the model card"
 
 
 # Memory figures are estimates from parameter counts (4-bit LM ~0.55 GB per billion parameters with
 # scales, 16-bit vision tower and projector), plus ~1.5 GB for activations and a 4k-token KV cache.
 PRESETS: dict[str, Preset] = {p.name: p for p in [
-    Preset("internvl3-1b-awq", "OpenGVLab/InternVL3-1B-AWQ", "remote-code", "awq", "0.9B", 2.5, 12),
-    Preset("internvl3-2b-awq", "OpenGVLab/InternVL3-2B-AWQ", "remote-code", "awq", "2.1B", 3.5, 12),
+    Preset("internvl3-1b-awq", "OpenGVLab/InternVL3-1B-AWQ", "remote-code", "awq", "0.9B", 2.5, 12,
+           licence="MIT; LLM Qwen2.5-0.5B: Apache-2.0"),
+    Preset("internvl3-2b-awq", "OpenGVLab/InternVL3-2B-AWQ", "remote-code", "awq", "2.1B", 3.5, 12,
+           licence="MIT; LLM Qwen2.5-1.5B: Apache-2.0"),
     Preset("internvl3-8b-awq", "OpenGVLab/InternVL3-8B-AWQ", "remote-code", "awq", "8.1B", 8.0, 12,
-           "default: fits a 16 GB GPU"),
-    Preset("internvl3-14b-awq", "OpenGVLab/InternVL3-14B-AWQ", "remote-code", "awq", "15.1B", 12.5, 8),
-    Preset("internvl3-38b-awq", "OpenGVLab/InternVL3-38B-AWQ", "remote-code", "awq", "38.4B", 28.0, 6),
-    Preset("internvl2.5-8b-mpo-awq", "OpenGVLab/InternVL2_5-8B-MPO-AWQ", "remote-code", "awq", "8.1B", 8.0, 12),
-    Preset("internvl3-1b", "OpenGVLab/InternVL3-1B-hf", "native", "bf16", "0.9B", 4.0, 12),
-    Preset("internvl3-2b", "OpenGVLab/InternVL3-2B-hf", "native", "bf16", "2.1B", 6.5, 12),
-    Preset("internvl3-8b", "OpenGVLab/InternVL3-8B-hf", "native", "bf16", "8.1B", 19.0, 12),
-    Preset("internvl3.5-2b", "OpenGVLab/InternVL3_5-2B-HF", "native", "bf16", "2.3B", 6.5, 12),
-    Preset("internvl3.5-4b", "OpenGVLab/InternVL3_5-4B-HF", "native", "bf16", "4.7B", 11.0, 12),
-    Preset("internvl3.5-8b", "OpenGVLab/InternVL3_5-8B-HF", "native", "bf16", "8.5B", 19.5, 12),
+           "default: fits a 16 GB GPU",
+           licence="MIT; LLM Qwen2.5-7B: Apache-2.0"),
+    Preset("internvl3-14b-awq", "OpenGVLab/InternVL3-14B-AWQ", "remote-code", "awq", "15.1B", 12.5, 8,
+           licence="MIT; LLM Qwen2.5-14B: Apache-2.0"),
+    Preset("internvl3-38b-awq", "OpenGVLab/InternVL3-38B-AWQ", "remote-code", "awq", "38.4B", 28.0, 6,
+           licence="MIT; LLM Qwen2.5-32B: Apache-2.0"),
+    Preset("internvl2.5-8b-mpo-awq", "OpenGVLab/InternVL2_5-8B-MPO-AWQ", "remote-code", "awq", "8.1B", 8.0, 12,
+           licence="MIT; LLM InternLM2.5-7B: InternLM licence"),
+    Preset("internvl3-1b", "OpenGVLab/InternVL3-1B-hf", "native", "bf16", "0.9B", 4.0, 12,
+           licence="MIT; LLM Qwen2.5-0.5B: Apache-2.0"),
+    Preset("internvl3-2b", "OpenGVLab/InternVL3-2B-hf", "native", "bf16", "2.1B", 6.5, 12,
+           licence="MIT; LLM Qwen2.5-1.5B: Apache-2.0"),
+    Preset("internvl3-8b", "OpenGVLab/InternVL3-8B-hf", "native", "bf16", "8.1B", 19.0, 12,
+           licence="MIT; LLM Qwen2.5-7B: Apache-2.0"),
+    Preset("internvl3.5-2b", "OpenGVLab/InternVL3_5-2B-HF", "native", "bf16", "2.3B", 6.5, 12,
+           licence="Apache-2.0; LLM Qwen3: Apache-2.0"),
+    Preset("internvl3.5-4b", "OpenGVLab/InternVL3_5-4B-HF", "native", "bf16", "4.7B", 11.0, 12,
+           licence="Apache-2.0; LLM Qwen3: Apache-2.0"),
+    Preset("internvl3.5-8b", "OpenGVLab/InternVL3_5-8B-HF", "native", "bf16", "8.5B", 19.5, 12,
+           licence="Apache-2.0; LLM Qwen3: Apache-2.0"),
 ]}
 
 DEFAULT_MODEL = "internvl3-8b-awq"
