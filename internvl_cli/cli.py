@@ -86,6 +86,8 @@ DtypeOpt = typer.Option("auto", "--dtype", help="auto (bf16 on GPU), bfloat16, f
 PagesOpt = typer.Option(None, "--pages", help="Pages to process, e.g. 1-3,7 or 10- (counted from 1).")
 PasswordOpt = typer.Option(None, "--password", envvar="INTERNVL_PDF_PASSWORD",
                            help="Password of encrypted PDFs (or set INTERNVL_PDF_PASSWORD).")
+FramesOpt = typer.Option(None, "--frames", help="Frames of multi-frame images read as pages: all or first. "
+                         "Default: every TIFF page, the first frame of GIF, WebP and other animations.")
 MinTilesOpt = typer.Option(None, "--min-tiles", help="Fewest 448px tiles per page (default from the model, 1).")
 MaxTilesOpt = typer.Option(None, "--max-tiles", help="Most 448px tiles per page, up to 40 (default from the model, 12).")
 MaxNewTokensOpt = typer.Option(1024, "--max-new-tokens", help="Longest answer per page, in tokens.")
@@ -147,7 +149,7 @@ def ocr(
                                     help="Give a PDF page's own text layer to the model as an anchor when it has "
                                          "a usable one (the output says which path was taken)."),
     model: str = ModelOpt, device: str = DeviceOpt, dtype: str = DtypeOpt,
-    pages: Optional[str] = PagesOpt, password: Optional[str] = PasswordOpt,
+    pages: Optional[str] = PagesOpt, password: Optional[str] = PasswordOpt, frames: Optional[str] = FramesOpt,
     min_tiles: Optional[int] = MinTilesOpt, max_tiles: Optional[int] = MaxTilesOpt,
     max_new_tokens: int = MaxNewTokensOpt,
     output: Optional[Path] = OutputOpt, include: list[str] = IncludeOpt, exclude: list[str] = ExcludeOpt,
@@ -169,9 +171,9 @@ def ocr(
         batch = BatchSettings(paths, output, include, exclude, force, retry_failed, wait, batch_size, batch_tiles)
         fmt = fmt or ("markdown" if output or _count_docs(paths) == 1 else "jsonl")
         _check_choice("--format", fmt, FORMATS)
-        _check_common(pages, max_new_tokens)
+        _check_common(pages, max_new_tokens, frames)
         engine = _open_engine(model, device, dtype)
-        options = _page_options(engine, pages, password, min_tiles, max_tiles, max_new_tokens)
+        options = _page_options(engine, pages, password, min_tiles, max_tiles, max_new_tokens, frames)
         suffix = {"markdown": ".md", "text": ".txt", "jsonl": ".jsonl"}[fmt]
         run_batch(OcrTask(options, engine.model_id, use_text_layer=text_layer), engine, batch, fmt, suffix)
 
@@ -182,7 +184,7 @@ def chart(
     fmt: str = typer.Option("csv", "--format", "-f", help="csv, markdown, or json (one object per chart with "
                             "columns and rows)."),
     model: str = ModelOpt, device: str = DeviceOpt, dtype: str = DtypeOpt,
-    pages: Optional[str] = PagesOpt, password: Optional[str] = PasswordOpt,
+    pages: Optional[str] = PagesOpt, password: Optional[str] = PasswordOpt, frames: Optional[str] = FramesOpt,
     min_tiles: Optional[int] = MinTilesOpt, max_tiles: Optional[int] = MaxTilesOpt,
     max_new_tokens: int = MaxNewTokensOpt,
     output: Optional[Path] = OutputOpt, include: list[str] = IncludeOpt, exclude: list[str] = ExcludeOpt,
@@ -205,9 +207,9 @@ def chart(
     with _exit_on_error():
         batch = BatchSettings(paths, output, include, exclude, force, retry_failed, wait, batch_size, batch_tiles)
         _check_choice("--format", fmt, FORMATS)
-        _check_common(pages, max_new_tokens)
+        _check_common(pages, max_new_tokens, frames)
         engine = _open_engine(model, device, dtype)
-        options = _page_options(engine, pages, password, min_tiles, max_tiles, max_new_tokens)
+        options = _page_options(engine, pages, password, min_tiles, max_tiles, max_new_tokens, frames)
         suffix = {"csv": ".csv", "markdown": ".md", "json": ".jsonl"}[fmt]
         run_batch(ChartTask(options, engine.model_id), engine, batch, fmt, suffix)
 
@@ -227,7 +229,7 @@ def extract(
     text_layer: bool = typer.Option(True, "--text-layer/--no-text-layer",
                                     help="Give a PDF's text layer to the model as an anchor."),
     model: str = ModelOpt, device: str = DeviceOpt, dtype: str = DtypeOpt,
-    pages: Optional[str] = PagesOpt, password: Optional[str] = PasswordOpt,
+    pages: Optional[str] = PagesOpt, password: Optional[str] = PasswordOpt, frames: Optional[str] = FramesOpt,
     max_tiles: Optional[int] = MaxTilesOpt, max_new_tokens: int = MaxNewTokensOpt,
     output: Optional[Path] = OutputOpt, include: list[str] = IncludeOpt, exclude: list[str] = ExcludeOpt,
     force: bool = ForceOpt, retry_failed: bool = RetryOpt, wait: bool = WaitOpt,
@@ -250,7 +252,7 @@ def extract(
 
     with _exit_on_error():
         batch = BatchSettings(paths, output, include, exclude, force, retry_failed, wait, batch_size, batch_tiles)
-        _check_common(pages, max_new_tokens)
+        _check_common(pages, max_new_tokens, frames)
         if votes < 1 or window_pages < 1 or window_tiles < 1:
             raise UsageError("--votes, --window-pages and --window-tiles must be at least 1")
         loaded = load_schema(schema)  # a bad schema fails before any model is loaded
@@ -258,7 +260,7 @@ def extract(
         options = ExtractOptions(
             tiling=engine.tiling.with_limits(None, max_tiles), sampling=Sampling(max_new_tokens=max_new_tokens),
             window_pages=window_pages, window_tiles=window_tiles, votes=votes, password=password, pages=pages,
-            use_text_layer=text_layer)
+            use_text_layer=text_layer, frames=frames)
         fmt = "data" if data_only else "record"
         run_batch(ExtractTask(options, loaded, engine.model_id), engine, batch, fmt, ".json")
 
@@ -384,28 +386,30 @@ def _check_choice(option: str, value: str, choices) -> None:
         raise UsageError(f"{option} must be one of {', '.join(choices)}")
 
 
-def _check_common(pages: Optional[str], max_new_tokens: int) -> None:
+def _check_common(pages: Optional[str], max_new_tokens: int, frames: Optional[str] = None) -> None:
     """Usage errors surface before the (slow) model load."""
-    from .documents.pages import parse_page_ranges
+    from .documents.pages import check_frames, parse_page_ranges
 
     parse_page_ranges(pages)
+    check_frames(frames)
     if max_new_tokens < 1:
         raise UsageError("--max-new-tokens must be at least 1")
 
 
-def _page_options(engine, pages, password, min_tiles, max_tiles, max_new_tokens):
+def _page_options(engine, pages, password, min_tiles, max_tiles, max_new_tokens, frames=None):
     from .engine.base import Sampling
     from .tasks.pagewise import PageOptions
 
     return PageOptions(tiling=engine.tiling.with_limits(min_tiles, max_tiles),
-                       sampling=Sampling(max_new_tokens=max_new_tokens), password=password, pages=pages)
+                       sampling=Sampling(max_new_tokens=max_new_tokens), password=password, pages=pages,
+                       frames=frames)
 
 
 @app.command()
 def inspect(
     paths: list[str] = PathsArg,
     as_json: bool = typer.Option(False, "--json", help="One JSON object per page on stdout instead of a table."),
-    pages: Optional[str] = PagesOpt, password: Optional[str] = PasswordOpt,
+    pages: Optional[str] = PagesOpt, password: Optional[str] = PasswordOpt, frames: Optional[str] = FramesOpt,
     min_tiles: Optional[int] = MinTilesOpt, max_tiles: Optional[int] = MaxTilesOpt,
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Read the tiling settings of this checkpoint "
                                        "(its small config files only; no weights are loaded). Default: "
@@ -420,6 +424,7 @@ def inspect(
     from .documents.tiling import TilingConfig
 
     with _exit_on_error():
+        _check_common(pages, 1, frames)
         base = _open_engine(model, "cpu", "auto").tiling if model else TilingConfig()
         tiling = base.with_limits(min_tiles, max_tiles)
         failed: list[InternVLError] = []
@@ -428,7 +433,7 @@ def inspect(
         failed.extend(found.errors)
         for path in [doc.path for doc in found.docs]:
             try:
-                rows.extend(inspect_pages(path, tiling, password=password, pages=pages))
+                rows.extend(inspect_pages(path, tiling, password=password, pages=pages, frames=frames))
             except InternVLError as error:
                 report_error(error)
                 failed.append(error)
@@ -455,11 +460,11 @@ def _print_inspection(rows: list[dict], as_json: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("file", "page", "size (px)", "grid", "tiles", "image tokens", "text layer")
+    table = Table("file", "page", "size (px)", "grid", "tiles", "image tokens", "text layer", "flags")
     for row in rows:
         table.add_row(row["file"], str(row["page"]), f"{row['width']}x{row['height']}",
                       f"{row['grid'][0]}x{row['grid'][1]}", str(row["tiles"]), str(row["image_tokens"]),
-                      "yes" if row["text_layer"] else "no")
+                      "yes" if row["text_layer"] else "no", row.get("error") or ", ".join(row.get("flags", ())))
     Console().print(table)
     total = sum(row["image_tokens"] for row in rows)
     _err(f"internvl: {len(rows)} pages, {sum(r['tiles'] for r in rows)} tiles, {total} image tokens")

@@ -29,6 +29,7 @@ class ExtractOptions:
     password: str | None = None
     pages: str | None = None
     use_text_layer: bool = True
+    frames: str | None = None  # multi-frame images: None (TIFF all, others first), "all" or "first"
 
 
 class ExtractTask:
@@ -49,7 +50,7 @@ class ExtractTask:
             "task": self.name, "model": self.model_id, "schema": self.schema.schema, "prompt": self.prompt,
             "anchored_prompt": self.anchored_prompt, "tiling": o.tiling.__dict__, "sampling": o.sampling.__dict__,
             "window_pages": o.window_pages, "window_tiles": o.window_tiles, "votes": o.votes, "pages": o.pages,
-            "text_layer": o.use_text_layer,
+            "text_layer": o.use_text_layer, **({"frames": o.frames} if o.frames else {}),
         }
 
     # ---------------------------------------------------------------- units
@@ -57,7 +58,8 @@ class ExtractTask:
     def units(self, path: Path) -> Iterator[Unit]:
         window: list = []
         key = 0
-        for page in open_pages(path, password=self.options.password, pages=self.options.pages):
+        for page in open_pages(path, password=self.options.password, pages=self.options.pages,
+                               frames=self.options.frames):
             if page.error is not None:
                 raise page.error  # a document is one unit: an unreadable page fails it
             window.append(page)
@@ -83,7 +85,8 @@ class ExtractTask:
             request = GenerationRequest(images=[tiles for _, tiles in tiled], text=text, sampling=sampling,
                                         constraint=self.constraint)
             yield Unit(key=key + vote, request=request, pages=numbers, plans=[plan for plan, _ in tiled],
-                       info={"window": numbers[0], "source": self._source(pages)})
+                       info={"window": numbers[0], "source": self._source(pages),
+                             "page_flags": [flag for page in pages for flag in page.flags]})
 
     def _source(self, pages: list) -> str:
         anchored = self.options.use_text_layer and any(p.text_layer for p in pages)
@@ -112,7 +115,9 @@ class ExtractTask:
                 errors.append(f"pages {outcome.unit.pages}: {outcome.error.message if outcome.error else 'no result'}")
                 continue
             seconds += outcome.result.seconds
-            flags.extend(flag for flag in outcome.result.flags if flag not in flags)
+            for flag in [*outcome.unit.info.get("page_flags", ()), *outcome.result.flags]:
+                if flag not in flags:
+                    flags.append(flag)
             data, problems = parse_json_output(outcome.result.text, self.schema.schema)
             if problems:
                 errors.extend(f"pages {_span(outcome.unit.pages)}: {p}" for p in problems)

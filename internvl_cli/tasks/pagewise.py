@@ -21,6 +21,7 @@ class PageOptions:
     password: str | None = None
     pages: str | None = None
     max_page_error_rate: float = 0.1
+    frames: str | None = None  # multi-frame images: None (TIFF all, others first), "all" or "first"
 
 
 class PageTask:
@@ -60,26 +61,30 @@ class PageTask:
         return {
             "task": self.name, "model": self.model_id, "tiling": o.tiling.__dict__, "sampling": o.sampling.__dict__,
             "pages": o.pages, "constraint": self.constraint().__dict__ if self.constraint() else None,
+            **({"frames": o.frames} if o.frames else {}),  # absent by default: earlier ledgers stay valid
             **self.settings(),
         }
 
     def units(self, path: Path) -> Iterator[Unit]:
-        pages = open_pages(path, password=self.options.password, pages=self.options.pages)
+        pages = open_pages(path, password=self.options.password, pages=self.options.pages,
+                           frames=self.options.frames)
         for key, page in enumerate(pages):
             yield self._unit(key, page)
 
     def _unit(self, key: int, page: Page) -> Unit:
         if page.error is not None:
-            return Unit(key=key, request=None, pages=[page.number], info={"pages": page.count}, error=page.error)
+            return Unit(key=key, request=None, pages=[page.number], info={"pages": page.count, "flags": page.flags},
+                        error=page.error)
         try:
             plan, tiles = tile_page(page, self.options.tiling)
         except InternVLError as exc:
-            return Unit(key=key, request=None, pages=[page.number], info={"pages": page.count}, error=exc)
+            return Unit(key=key, request=None, pages=[page.number], info={"pages": page.count, "flags": page.flags},
+                        error=exc)
         text, source = self.prompt_for(page)
         request = GenerationRequest(images=[tiles], text=text, sampling=self.options.sampling,
                                     constraint=self.constraint())
         info = {"pages": page.count, "source": source, "size": [page.width, page.height],
-                "repaired": page.repaired}
+                "repaired": page.repaired, "flags": page.flags}
         return Unit(key=key, request=request, pages=[page.number], plans=[plan], info=info)
 
     def finish(self, path: Path, outcomes: list[Outcome], page_count: int) -> DocumentResult:
@@ -101,6 +106,7 @@ class PageTask:
             "tiles": plan.tiles if plan else 0, "grid": list(plan.grid_size) if plan else None,
             "image_tokens": plan.image_tokens if plan else 0, "seconds": 0.0, "flags": [],
         }
+        record["flags"].extend(unit.info.get("flags", ()))  # the page's own: truncated-image, broken-page, ...
         if outcome.error is not None or outcome.result is None:
             record.update(text="", error=(outcome.error.message if outcome.error else "no result"))
             record["flags"].append("failed")
