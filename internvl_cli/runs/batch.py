@@ -62,8 +62,7 @@ def run_documents(task: Task, engine: Engine, settings: BatchSettings, fmt: str,
     if not found.docs and not found.errors:
         raise UsageError("no documents found in the given paths")
     failures = list(found.errors)
-    options = RunOptions(batch_size=settings.batch_size, max_batch_tiles=settings.batch_tiles,
-                         lookahead=2 * settings.batch_size)
+    options = RunOptions(batch_size=settings.batch_size, max_batch_tiles=settings.batch_tiles)
     with _output_directory(settings, task, suffix, hooks) as directory:
         skipped = 0
         if directory is None:
