@@ -170,23 +170,27 @@ class ServerEngine:
         done.put((tag, outcome))
 
     def _complete(self, request: GenerationRequest, started: float) -> GenerationResult:
+        """Sends one request until it succeeds, `attempts` tries at most; a failed server rests (growing
+        backoff) while the next try goes to another live one, or waits for the first to come back."""
         body = self.request_body(request)
         last: _Failure | None = None
-        for attempt in range(self.retry.attempts):
+        tries = 0
+        while tries < self.retry.attempts:
             server = self._choose()
-            if server is None:  # every server is resting: wait for the first to come back
-                time.sleep(self._backoff(attempt))
+            if server is None:
+                time.sleep(self._until_one_is_back())
                 continue
+            tries += 1
             try:
                 answer = self._call(server, "POST", "/chat/completions", body, timeout=self.retry.timeout)
+                result = self._result(answer, request, server, time.perf_counter() - started)
                 self._succeeded(server)
-                return self._result(answer, request, server, time.perf_counter() - started)
+                return result
             except _Failure as failure:
-                self._failed(server, failure, attempt)
+                self._failed(server, failure)
                 last = failure
                 if not failure.retryable:
                     break
-                time.sleep(self._backoff(attempt))
             finally:
                 with self._lock:
                     server.in_flight -= 1
@@ -258,12 +262,17 @@ class ServerEngine:
         with self._lock:
             server.failures = 0
 
-    def _failed(self, server: _Server, failure: _Failure, attempt: int) -> None:
+    def _failed(self, server: _Server, failure: _Failure) -> None:
         if failure.status is not None and failure.status < 500 and failure.status != 429:
             return  # the request's fault, not the server's
         with self._lock:
             server.failures += 1
-            server.resting_until = time.monotonic() + min(self.retry.max_delay, self._backoff(server.failures))
+            server.resting_until = time.monotonic() + self._backoff(server.failures - 1)
+
+    def _until_one_is_back(self) -> float:
+        with self._lock:
+            wait = min(s.resting_until for s in self.servers) - time.monotonic()
+        return min(self.retry.max_delay, max(0.01, wait))
 
     def _backoff(self, attempt: int) -> float:
         delay = min(self.retry.max_delay, self.retry.base_delay * 2 ** attempt)
