@@ -88,7 +88,7 @@ def vllm_server(tiny32, tmp_path_factory):
     command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(tiny32),
                "--served-model-name", "tiny", "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32",
                "--enforce-eager", "--max-num-seqs", "8", "--limit-mm-per-prompt", '{"image": 6, "video": 0}',
-               "--structured-outputs-config.backend", "guidance",
+               "--structured-outputs-config.backend", "guidance", "--trust-request-mm-kwargs",
                "--logits-processors", "internvl_cli.engine.vllm_wrapup:WrapUpLogitsProcessor"]
     with open(log, "wb") as sink:
         proc = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env)
