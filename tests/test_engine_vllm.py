@@ -89,6 +89,8 @@ def vllm_server(tiny32, tmp_path_factory):
                "--served-model-name", "tiny", "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32",
                "--enforce-eager", "--max-num-seqs", "8", "--limit-mm-per-prompt", '{"image": 6, "video": 0}',
                "--structured-outputs-config.backend", "guidance", "--trust-request-mm-kwargs",
+               # the largest budget requests may ask for, so vLLM sizes its encoder cache for 13 tiles
+               "--mm-processor-kwargs", '{"crop_to_patches": true, "max_patches": 12}',
                "--logits-processors", "internvl_cli.engine.vllm_wrapup:WrapUpLogitsProcessor"]
     with open(log, "wb") as sink:
         proc = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env)
