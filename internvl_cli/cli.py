@@ -103,13 +103,35 @@ RetryOpt = typer.Option(False, "--retry-failed", help="With -o: redo only docume
 WaitOpt = typer.Option(False, "--wait", help="With -o: wait for another run on the same directory instead of "
                        "exiting with code 9.")
 PathsArg = typer.Argument(..., help="PDF or image files, directories, glob patterns, or - to read paths from stdin.")
+EngineOpt = typer.Option("hf", "--engine", envvar="INTERNVL_ENGINE",
+                         help="hf (transformers, default), vllm (in-process vLLM: continuous batching; "
+                              'pip install "internvl-cli[vllm]") or server (OpenAI-compatible servers, --server).')
+ServerOpt = typer.Option([], "--server", help="With --engine server: an OpenAI-compatible base URL, e.g. "
+                         "http://127.0.0.1:8000/v1 (repeatable: the servers share the work).")
+ConcurrencyOpt = typer.Option(32, "--concurrency", help="With --engine server: requests in flight over all "
+                              "servers (about 32 per GPU behind them).")
+TimeoutOpt = typer.Option(600.0, "--request-timeout", help="With --engine server: seconds one request may take "
+                          "before it is retried.")
+TensorParallelOpt = typer.Option(1, "--tensor-parallel-size", help="With --engine vllm: GPUs one model is split "
+                                 "over (models too large for one GPU).")
+DataParallelOpt = typer.Option(1, "--data-parallel-size", help="With --engine vllm: replicas; vLLM runs these only "
+                               "as a server, see README (several GPUs on one machine).")
 
 
-def _open_engine(model: str, device: str, dtype: str):
+def _engine_settings(engine: str, servers: list[str], concurrency: int, request_timeout: float,
+                     tensor_parallel: int, data_parallel: int, max_images: int = 1):
+    from .engine import EngineSettings
+
+    return EngineSettings(kind=engine, servers=list(servers), concurrency=concurrency,
+                          request_timeout=request_timeout, tensor_parallel_size=tensor_parallel,
+                          data_parallel_size=data_parallel, max_images=max_images)
+
+
+def _open_engine(model: str, device: str, dtype: str, settings=None):
     """Resolves the checkpoint and reads its configs; the weights load only once there is work to do."""
     from .engine import load_engine
 
-    return load_engine(model, device=device, dtype=dtype)
+    return load_engine(model, device=device, dtype=dtype, settings=settings)
 
 
 def _note(message: str) -> None:
@@ -155,6 +177,9 @@ def ocr(
     output: Optional[Path] = OutputOpt, include: list[str] = IncludeOpt, exclude: list[str] = ExcludeOpt,
     force: bool = ForceOpt, retry_failed: bool = RetryOpt, wait: bool = WaitOpt,
     batch_size: int = BatchOpt, batch_tiles: int = BatchTilesOpt,
+    engine_name: str = EngineOpt, servers: list[str] = ServerOpt, concurrency: int = ConcurrencyOpt,
+    request_timeout: float = TimeoutOpt, tensor_parallel: int = TensorParallelOpt,
+    data_parallel: int = DataParallelOpt,
 ) -> None:
     """Transcribe PDFs and images to markdown or text, page by page.
 
@@ -172,7 +197,8 @@ def ocr(
         fmt = fmt or ("markdown" if output or _count_docs(paths) == 1 else "jsonl")
         _check_choice("--format", fmt, FORMATS)
         _check_common(pages, max_new_tokens, frames)
-        engine = _open_engine(model, device, dtype)
+        engine = _open_engine(model, device, dtype, _engine_settings(
+            engine_name, servers, concurrency, request_timeout, tensor_parallel, data_parallel))
         options = _page_options(engine, pages, password, min_tiles, max_tiles, max_new_tokens, frames)
         suffix = {"markdown": ".md", "text": ".txt", "jsonl": ".jsonl"}[fmt]
         run_batch(OcrTask(options, engine.model_id, use_text_layer=text_layer), engine, batch, fmt, suffix)
@@ -190,6 +216,9 @@ def chart(
     output: Optional[Path] = OutputOpt, include: list[str] = IncludeOpt, exclude: list[str] = ExcludeOpt,
     force: bool = ForceOpt, retry_failed: bool = RetryOpt, wait: bool = WaitOpt,
     batch_size: int = BatchOpt, batch_tiles: int = BatchTilesOpt,
+    engine_name: str = EngineOpt, servers: list[str] = ServerOpt, concurrency: int = ConcurrencyOpt,
+    request_timeout: float = TimeoutOpt, tensor_parallel: int = TensorParallelOpt,
+    data_parallel: int = DataParallelOpt,
 ) -> None:
     """Turn charts (images or PDF pages) into data tables.
 
@@ -208,7 +237,8 @@ def chart(
         batch = BatchSettings(paths, output, include, exclude, force, retry_failed, wait, batch_size, batch_tiles)
         _check_choice("--format", fmt, FORMATS)
         _check_common(pages, max_new_tokens, frames)
-        engine = _open_engine(model, device, dtype)
+        engine = _open_engine(model, device, dtype, _engine_settings(
+            engine_name, servers, concurrency, request_timeout, tensor_parallel, data_parallel))
         options = _page_options(engine, pages, password, min_tiles, max_tiles, max_new_tokens, frames)
         suffix = {"csv": ".csv", "markdown": ".md", "json": ".jsonl"}[fmt]
         run_batch(ChartTask(options, engine.model_id), engine, batch, fmt, suffix)
@@ -234,6 +264,9 @@ def extract(
     output: Optional[Path] = OutputOpt, include: list[str] = IncludeOpt, exclude: list[str] = ExcludeOpt,
     force: bool = ForceOpt, retry_failed: bool = RetryOpt, wait: bool = WaitOpt,
     batch_size: int = BatchOpt, batch_tiles: int = BatchTilesOpt,
+    engine_name: str = EngineOpt, servers: list[str] = ServerOpt, concurrency: int = ConcurrencyOpt,
+    request_timeout: float = TimeoutOpt, tensor_parallel: int = TensorParallelOpt,
+    data_parallel: int = DataParallelOpt,
 ) -> None:
     """Extract one schema-valid JSON record per document.
 
@@ -256,7 +289,9 @@ def extract(
         if votes < 1 or window_pages < 1 or window_tiles < 1:
             raise UsageError("--votes, --window-pages and --window-tiles must be at least 1")
         loaded = load_schema(schema)  # a bad schema fails before any model is loaded
-        engine = _open_engine(model, device, dtype)
+        engine = _open_engine(model, device, dtype, _engine_settings(
+            engine_name, servers, concurrency, request_timeout, tensor_parallel, data_parallel,
+            max_images=window_pages))
         options = ExtractOptions(
             tiling=engine.tiling.with_limits(None, max_tiles), sampling=Sampling(max_new_tokens=max_new_tokens),
             window_pages=window_pages, window_tiles=window_tiles, votes=votes, password=password, pages=pages,
@@ -339,7 +374,7 @@ def quantize(
 
 @app.command()
 def models(as_json: bool = typer.Option(False, "--json", help="Print JSON lines.")) -> None:
-    """List the model presets: size, layout, quantization, expected GPU memory, whether cached, licence.
+    """List the model presets: size, layout, quantization, expected GPU memory, engines, whether cached, licence.
 
     The licence column gives the weights' terms as their model cards state them (InternVL's part, then the
     language model's); read the model card before commercial use.
@@ -356,11 +391,13 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print JSON lines.
         from rich.console import Console
         from rich.table import Table
 
-        table = Table("preset", "repository", "layout", "quant", "params", "GPU GB", "max tiles", "cached", "licence")
+        table = Table("preset", "repository", "layout", "quant", "params", "GPU GB", "max tiles", "engines", "cached",
+                      "licence")
         for row in rows:
             name = row["name"] + (" (default)" if row["default"] else "")
             table.add_row(name, row["repo_id"], row["layout"], row["quantization"], row["params"],
-                          f"{row['gpu_memory_gb']:.1f}", str(row["max_tiles"]), "yes" if row["cached"] else "no",
+                          f"{row['gpu_memory_gb']:.1f}", str(row["max_tiles"]), ",".join(row["engines"]),
+                          "yes" if row["cached"] else "no",
                           row["licence"])
         Console().print(table)
 

@@ -11,14 +11,16 @@ import numpy as np
 
 from ..errors import ModelLoadError, OutOfMemoryError, short_reason
 from ..documents.tiling import TilingConfig
-from .base import Constraint, GenerationRequest, GenerationResult, Sampling
+from .base import (BatchLimits, Constraint, GenerationRequest, GenerationResult, RequestSource, Sampling,
+                   image_tile_count, image_tiles)
+from .batching import plan_batches, take_window
 from ..models.config import read_checkpoint_config
 from .prompting import build_prompt
 from .repetition import RepetitionRule, repeated_period, trim_repetition
 
 
 class TransformersEngine:
-    """A native-layout InternVL checkpoint directory, generating with transformers.
+    """A native-layout InternVL checkpoint directory, generating with transformers (static batches).
 
     Construction reads only the small config files (tiling, quantization), so a run can plan its work,
     and skip loading entirely when everything is already done; `load()` brings in the weights.
@@ -41,6 +43,25 @@ class TransformersEngine:
         self.tiling = TilingConfig.from_preprocessor_config(preprocessor, self.image_seq_length)
         self.tokenizer = None
         self.model = None
+
+    name = "hf"
+
+    def window(self, limits: BatchLimits) -> int:
+        """Two batches to choose from, so pages of similar tile counts can share one (less padding)."""
+        return 2 * limits.batch_size
+
+    def stream(self, source: RequestSource, limits: BatchLimits = BatchLimits()):
+        """Static batching: takes a window, runs it as batches sorted by tile count, yields batch by batch."""
+        while True:
+            window = take_window(source, self.window(limits))
+            if not window:
+                return
+            for batch in plan_batches(window, limits):
+                try:
+                    results = self.generate([request for _, request in batch])
+                except OutOfMemoryError as exc:
+                    results = [exc] * len(batch)
+                yield from zip([tag for tag, _ in batch], results)
 
     def load(self) -> None:
         """Loads the tokenizer and the weights (once)."""
@@ -99,7 +120,7 @@ class TransformersEngine:
         torch = self._torch
         started = time.perf_counter()
         prompts = [
-            build_prompt(self.tokenizer, r.text, [img.shape[0] for img in r.images], self.image_seq_length)
+            build_prompt(self.tokenizer, r.text, [image_tile_count(img) for img in r.images], self.image_seq_length)
             for r in batch
         ]
         encoded = self.tokenizer(prompts, padding=True, padding_side="left", return_tensors="pt")
@@ -108,7 +129,7 @@ class TransformersEngine:
         kwargs = {}
         images = [img for r in batch for img in r.images]
         if images:
-            pixels = torch.from_numpy(np.concatenate(images))
+            pixels = torch.from_numpy(np.concatenate([image_tiles(image) for image in images]))
             kwargs["pixel_values"] = pixels.to(self.device, dtype=self.dtype)
         processors = _constraint_processors(constraint, self.tokenizer, len(batch), self._eos_ids(),
                                             sampling.max_new_tokens)

@@ -60,7 +60,13 @@ def scrub_special_tokens(text: str, tokenizer) -> str:
     return text
 
 
+def chat_prompt(tokenizer, text: str, image_count: int) -> str:
+    """The chat-templated prompt with one `<IMG_CONTEXT>` placeholder per image, for engines that expand the
+    image tokens themselves (vLLM)."""
+    return render_chat(tokenizer, scrub_special_tokens(text, tokenizer), image_count)
+
+
 def build_prompt(tokenizer, text: str, tiles_per_image: list[int], image_seq_length: int) -> str:
     """The full prompt string for one request, ready to tokenize."""
-    chat = render_chat(tokenizer, scrub_special_tokens(text, tokenizer), len(tiles_per_image))
+    chat = chat_prompt(tokenizer, text, len(tiles_per_image))
     return expand_image_tokens(chat, tiles_per_image, image_seq_length, ImageTokens.of(tokenizer))

@@ -62,9 +62,8 @@ def run_documents(task: Task, engine: Engine, settings: BatchSettings, fmt: str,
     if not found.docs and not found.errors:
         raise UsageError("no documents found in the given paths")
     failures = list(found.errors)
-    options = RunOptions(batch_size=settings.batch_size, max_batch_tiles=settings.batch_tiles,
-                         lookahead=2 * settings.batch_size)
-    with _output_directory(settings, task, suffix, hooks) as directory:
+    options = RunOptions(batch_size=settings.batch_size, max_batch_tiles=settings.batch_tiles)
+    with _output_directory(settings, task_fingerprint(task, engine), suffix, hooks) as directory:
         skipped = 0
         if directory is None:
             sink, docs = StdoutSink(), found.docs
@@ -113,8 +112,18 @@ class _ReportingSink:
         self.inner.fail(path, error)
 
 
+def task_fingerprint(task: Task, engine: Engine) -> dict:
+    """What the ledger hashes: the task's settings and, for engines other than transformers, the engine (a
+    rerun with another engine is a new task; ledgers written before engines existed stay valid for hf)."""
+    fingerprint = task.fingerprint()
+    name = getattr(engine, "name", "hf")
+    if name != "hf":
+        fingerprint = {**fingerprint, "engine": name}
+    return fingerprint
+
+
 @contextmanager
-def _output_directory(settings: BatchSettings, task: Task, suffix: str, hooks: Hooks):
+def _output_directory(settings: BatchSettings, fingerprint: dict, suffix: str, hooks: Hooks):
     """With an output directory: hold its run lock, recover a killed run's leftovers, and yield its sink."""
     if settings.output is None:
         yield None
@@ -128,7 +137,7 @@ def _output_directory(settings: BatchSettings, task: Task, suffix: str, hooks: H
         with Ledger.open(settings.output) as ledger:
             ledger.recover_interrupted()
             cleanup_stale_temps(settings.output)
-            yield DirectorySink(ledger, task.fingerprint(), suffix)
+            yield DirectorySink(ledger, fingerprint, suffix)
 
 
 @contextmanager

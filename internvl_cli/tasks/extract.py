@@ -11,7 +11,7 @@ from ..errors import InvalidOutputError
 from ..documents.pages import open_pages
 from ..resources import read_prompt
 from .schemas import LoadedSchema, grammar_schema, majority_vote, parse_json_output, validate
-from ..documents.tiling import TilingConfig, tile_page
+from ..documents.tiling import TilingConfig, prepare_page
 from .base import DocumentResult, Outcome, Unit, json_line
 
 MAX_ANCHOR_CHARS = 6000
@@ -75,16 +75,16 @@ class ExtractTask:
         per_page = max(1, min(self.options.tiling.max_tiles, self.options.window_tiles // len(pages)))
         tiling = replace(self.options.tiling, min_tiles=min(self.options.tiling.min_tiles, per_page),
                          max_tiles=per_page)
-        tiled = [tile_page(page, tiling) for page in pages]
+        images = [prepare_page(page, tiling) for page in pages]
         numbers = [page.number for page in pages]
         text = self._prompt(pages, numbers)
         for vote in range(self.options.votes):
             sampling = self.options.sampling
             if self.options.votes > 1:
                 sampling = replace(sampling, do_sample=True, seed=(sampling.seed or 0) + vote)
-            request = GenerationRequest(images=[tiles for _, tiles in tiled], text=text, sampling=sampling,
+            request = GenerationRequest(images=images, text=text, sampling=sampling,
                                         constraint=self.constraint)
-            yield Unit(key=key + vote, request=request, pages=numbers, plans=[plan for plan, _ in tiled],
+            yield Unit(key=key + vote, request=request, pages=numbers, plans=[image.plan for image in images],
                        info={"window": numbers[0], "source": self._source(pages),
                              "page_flags": [flag for page in pages for flag in page.flags]})
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from ..engine.base import Constraint, GenerationRequest, Sampling
 from ..errors import InternVLError
 from ..documents.pages import Page, open_pages
-from ..documents.tiling import TilingConfig, tile_page
+from ..documents.tiling import TilingConfig, prepare_page
 from .base import DocumentResult, Outcome, Unit, failure_exceeds
 
 
@@ -76,12 +76,13 @@ class PageTask:
             return Unit(key=key, request=None, pages=[page.number], info={"pages": page.count, "flags": page.flags},
                         error=page.error)
         try:
-            plan, tiles = tile_page(page, self.options.tiling)
+            image = prepare_page(page, self.options.tiling)
         except InternVLError as exc:
             return Unit(key=key, request=None, pages=[page.number], info={"pages": page.count, "flags": page.flags},
                         error=exc)
         text, source = self.prompt_for(page)
-        request = GenerationRequest(images=[tiles], text=text, sampling=self.options.sampling,
+        plan = image.plan
+        request = GenerationRequest(images=[image], text=text, sampling=self.options.sampling,
                                     constraint=self.constraint())
         info = {"pages": page.count, "source": source, "size": [page.width, page.height],
                 "repaired": page.repaired, "flags": page.flags}
