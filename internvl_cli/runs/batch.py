@@ -142,7 +142,12 @@ def _output_directory(settings: BatchSettings, fingerprint: dict, suffix: str, h
 
 @contextmanager
 def _signals(stop: threading.Event, runner: Runner):
-    """SIGTERM asks the run to stop after the current batch (exit 143); Ctrl-C does the same with 130."""
+    """SIGTERM and Ctrl-C ask the run to stop after what is in flight (exit 143 / 130); a second Ctrl-C
+    interrupts at once.
+
+    A handler that only sets a flag means a stop can never land between writing a document's output and
+    recording it in the ledger, so the two always agree when the run ends.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield  # signal handlers can only be installed from the main thread (e.g. when used as a library)
         return
@@ -151,8 +156,15 @@ def _signals(stop: threading.Event, runner: Runner):
         runner.stop_code = ExitCode.TERMINATED
         stop.set()
 
-    previous = signal.signal(signal.SIGTERM, on_term)
+    def on_interrupt(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        runner.stop_code = ExitCode.INTERRUPTED
+        stop.set()
+
+    previous = signal.signal(signal.SIGTERM, on_term), signal.signal(signal.SIGINT, on_interrupt)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGTERM, previous[0])
+        signal.signal(signal.SIGINT, previous[1])
