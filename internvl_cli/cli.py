@@ -114,7 +114,7 @@ LoopStopOpt = typer.Option(True, "--loop-stop/--no-loop-stop", rich_help_panel=_
 LoopRepeatsOpt = typer.Option(_RULE.min_repeats, "--loop-repeats", rich_help_panel=_LOOPS,
                               help="Fewest back-to-back repeats of one unit that can count as a loop.")
 LoopTokensOpt = typer.Option(_RULE.max_tokens, "--loop-tokens", rich_help_panel=_LOOPS,
-                             help="A repeating run longer than this many tokens is a loop.")
+                             help="A run of one unit repeated back to back that reaches this many tokens is a loop.")
 LoopCharsOpt = typer.Option(_RULE.max_chars, "--loop-chars", rich_help_panel=_LOOPS,
                             help="... or longer than this many characters.")
 LoopLinesOpt = typer.Option(_RULE.max_lines, "--loop-lines", rich_help_panel=_LOOPS,
@@ -632,10 +632,17 @@ def _inspect_prompts(paths, prompt, anchored_prompt, task_name, schema, system, 
                 f"<!-- file: {row['file']} | page: {span} | {row['task']} | source: {row['source']} | "
                 f"tiles: {row['tiles']} | prompt: {row['prompt_tokens']} tokens ({row['image_tokens']} image, "
                 f"{row['text_tokens']} text) | answer budget: {row['max_new_tokens']} of context "
-                f"{row['context']} -->\n{row['prompt']}\n\n")
+                f"{row['context']} -->\n{_visible(row['prompt'])}\n\n")
     if failed:
         codes = {e.exit_code for e in failed}
         raise typer.Exit(int(codes.pop() if len(codes) == 1 and not shown else ExitCode.PARTIAL))
+
+
+def _visible(text: str) -> str:
+    """Control characters (a PDF text layer may hold some) shown as escapes, so a terminal shows the prompt
+    instead of obeying it; --json keeps the exact text."""
+    return "".join(c if c in "\n\t" or not (ord(c) < 32 or 0x7f <= ord(c) <= 0x9f) else f"\\x{ord(c):02x}"
+                   for c in text)
 
 
 def _discover_plain(paths: list[str]):
