@@ -50,6 +50,7 @@ def workload(pages: int, tiling, answer_tokens: int) -> list:
 
     from internvl_cli.documents.tiling import prepare_image
     from internvl_cli.engine import GenerationRequest, Sampling
+    from internvl_cli.engine.repetition import LoopRule
     from internvl_cli.resources import read_prompt
 
     prompt = read_prompt("ocr")
@@ -58,7 +59,8 @@ def workload(pages: int, tiling, answer_tokens: int) -> list:
         width, height = SIZES[index % len(SIZES)]
         pixels = np.random.default_rng(index).integers(0, 256, (height, width, 3), dtype=np.uint8)
         requests.append(GenerationRequest(images=[prepare_image(Image.fromarray(pixels), tiling)], text=prompt,
-                                          sampling=Sampling(max_new_tokens=answer_tokens)))
+                                          sampling=Sampling(max_new_tokens=answer_tokens,
+                                                            loop=LoopRule.off())))  # same work everywhere
     return requests
 
 
@@ -85,20 +87,18 @@ def main() -> None:
 
     from internvl_cli.engine.base import BatchLimits
     from internvl_cli.engine.hf import TransformersEngine
-    from internvl_cli.engine.repetition import RepetitionRule
 
     path = checkpoint(args.size)
-    never = RepetitionRule(max_period=0)  # answers run to the budget: the same work for every engine
     limits = BatchLimits(batch_size=args.batch_size, max_tiles=args.batch_size * 13)
     rows = []
     for name in args.engines.split(","):
         if name == "hf":
-            engine = TransformersEngine(path, path.name, device=args.device, repetition=never)
+            engine = TransformersEngine(path, path.name, device=args.device)
         else:
             from internvl_cli.engine.vllm import VllmEngine
 
             probe = TransformersEngine(path, path.name)
-            engine = VllmEngine(path, path.name, probe.tiling, max_num_seqs=args.max_num_seqs, repetition=never)
+            engine = VllmEngine(path, path.name, probe.tiling, max_num_seqs=args.max_num_seqs)
         loaded = time.perf_counter()
         engine.load()
         load_seconds = time.perf_counter() - loaded

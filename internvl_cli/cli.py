@@ -11,6 +11,8 @@ from typing import Optional
 import typer
 
 from . import __version__
+from .engine.base import DEFAULT_MAX_NEW_TOKENS
+from .engine.repetition import LoopRule
 from .errors import ExitCode, InternVLError, UsageError
 from .models.presets import DEFAULT_MODEL
 from .runs.batch import BatchSettings, Hooks, run_documents
@@ -90,7 +92,36 @@ FramesOpt = typer.Option(None, "--frames", help="Frames of multi-frame images re
                          "Default: every TIFF page, the first frame of GIF, WebP and other animations.")
 MinTilesOpt = typer.Option(None, "--min-tiles", help="Fewest 448px tiles per page (default from the model, 1).")
 MaxTilesOpt = typer.Option(None, "--max-tiles", help="Most 448px tiles per page, up to 40 (default from the model, 12).")
-MaxNewTokensOpt = typer.Option(1024, "--max-new-tokens", help="Longest answer per page, in tokens.")
+MaxNewTokensOpt = typer.Option(DEFAULT_MAX_NEW_TOKENS, "--max-new-tokens",
+                               help="Longest answer per page (per window for extract), in tokens; never more than "
+                                    "the model's context leaves after the prompt. An answer that reaches it is "
+                                    "flagged truncated.")
+_PROMPTS = "Prompt"
+PromptOpt = typer.Option(None, "--prompt", rich_help_panel=_PROMPTS,
+                         help="Your own instruction: a prompt file, or a shipped prompt's name (`internvl prompts` "
+                              "lists them and their placeholders). Part of the task hash.")
+AnchoredPromptOpt = typer.Option(None, "--anchored-prompt", rich_help_panel=_PROMPTS,
+                                 help="The prompt for PDF pages with a text layer; must contain {text_layer}. "
+                                      "Default: --prompt followed by the shipped text-layer paragraphs.")
+SystemOpt = typer.Option(None, "--system", rich_help_panel=_PROMPTS,
+                         help="System message: the text itself, or a file holding it. Default: the checkpoint's "
+                              "own (InternVL's official models were trained with one).")
+NoSystemOpt = typer.Option(False, "--no-system", rich_help_panel=_PROMPTS, help="Send no system turn at all.")
+_LOOPS = "Loop detection"
+_RULE = LoopRule()
+LoopStopOpt = typer.Option(True, "--loop-stop/--no-loop-stop", rich_help_panel=_LOOPS,
+                           help="Stop an answer that repeats itself longer than a page could (flagged repetition).")
+LoopRepeatsOpt = typer.Option(_RULE.min_repeats, "--loop-repeats", rich_help_panel=_LOOPS,
+                              help="Fewest back-to-back repeats of one unit that can count as a loop.")
+LoopTokensOpt = typer.Option(_RULE.max_tokens, "--loop-tokens", rich_help_panel=_LOOPS,
+                             help="A run of one unit repeated back to back that reaches this many tokens is a loop.")
+LoopCharsOpt = typer.Option(_RULE.max_chars, "--loop-chars", rich_help_panel=_LOOPS,
+                            help="... or longer than this many characters.")
+LoopLinesOpt = typer.Option(_RULE.max_lines, "--loop-lines", rich_help_panel=_LOOPS,
+                            help="... or longer than this many lines.")
+LoopLineCharsOpt = typer.Option(_RULE.max_line_chars, "--loop-line-chars", rich_help_panel=_LOOPS,
+                                help=f"A short unit (up to {_RULE.short_unit_chars} characters) repeating within "
+                                     "one line over more than this many characters is a loop.")
 BatchOpt = typer.Option(8, "--batch-size", help="Most pages per GPU batch.")
 BatchTilesOpt = typer.Option(64, "--batch-tiles", help="Most tiles per GPU batch (bounds GPU memory).")
 OutputOpt = typer.Option(None, "--output", "-o", help="Write one file per document into this directory "
@@ -180,6 +211,10 @@ def ocr(
     engine_name: str = EngineOpt, servers: list[str] = ServerOpt, concurrency: int = ConcurrencyOpt,
     request_timeout: float = TimeoutOpt, tensor_parallel: int = TensorParallelOpt,
     data_parallel: int = DataParallelOpt,
+    prompt: Optional[str] = PromptOpt, anchored_prompt: Optional[str] = AnchoredPromptOpt,
+    system: Optional[str] = SystemOpt, no_system: bool = NoSystemOpt,
+    loop_stop: bool = LoopStopOpt, loop_repeats: int = LoopRepeatsOpt, loop_tokens: int = LoopTokensOpt,
+    loop_chars: int = LoopCharsOpt, loop_lines: int = LoopLinesOpt, loop_line_chars: int = LoopLineCharsOpt,
 ) -> None:
     """Transcribe PDFs and images to markdown or text, page by page.
 
@@ -191,17 +226,23 @@ def ocr(
       internvl ocr inbox/ -o out/        # cron: reruns skip what is done
     """
     from .tasks.ocr import FORMATS, OcrTask
+    from .tasks.prompts import prompt_set, resolve_system
 
     with _exit_on_error():
         batch = BatchSettings(paths, output, include, exclude, force, retry_failed, wait, batch_size, batch_tiles)
         fmt = fmt or ("markdown" if output or _count_docs(paths) == 1 else "jsonl")
         _check_choice("--format", fmt, FORMATS)
         _check_common(pages, max_new_tokens, frames)
+        prompts = prompt_set("ocr", prompt, anchored_prompt)  # a bad prompt fails before the model loads
+        loop = _loop_rule(loop_stop, loop_repeats, loop_tokens, loop_chars, loop_lines, loop_line_chars)
+        system_text = resolve_system(system, no_system)
         engine = _open_engine(model, device, dtype, _engine_settings(
             engine_name, servers, concurrency, request_timeout, tensor_parallel, data_parallel))
-        options = _page_options(engine, pages, password, min_tiles, max_tiles, max_new_tokens, frames)
+        options = _page_options(engine, pages, password, min_tiles, max_tiles, max_new_tokens, frames, loop,
+                               system_text)
         suffix = {"markdown": ".md", "text": ".txt", "jsonl": ".jsonl"}[fmt]
-        run_batch(OcrTask(options, engine.model_id, use_text_layer=text_layer), engine, batch, fmt, suffix)
+        run_batch(OcrTask(options, engine.model_id, use_text_layer=text_layer, prompts=prompts), engine, batch,
+                  fmt, suffix)
 
 
 @app.command()
@@ -219,6 +260,9 @@ def chart(
     engine_name: str = EngineOpt, servers: list[str] = ServerOpt, concurrency: int = ConcurrencyOpt,
     request_timeout: float = TimeoutOpt, tensor_parallel: int = TensorParallelOpt,
     data_parallel: int = DataParallelOpt,
+    prompt: Optional[str] = PromptOpt, system: Optional[str] = SystemOpt, no_system: bool = NoSystemOpt,
+    loop_stop: bool = LoopStopOpt, loop_repeats: int = LoopRepeatsOpt, loop_tokens: int = LoopTokensOpt,
+    loop_chars: int = LoopCharsOpt, loop_lines: int = LoopLinesOpt, loop_line_chars: int = LoopLineCharsOpt,
 ) -> None:
     """Turn charts (images or PDF pages) into data tables.
 
@@ -232,16 +276,21 @@ def chart(
       internvl chart report.pdf --pages 4 --format markdown
     """
     from .tasks.chart import FORMATS, ChartTask
+    from .tasks.prompts import prompt_set, resolve_system
 
     with _exit_on_error():
         batch = BatchSettings(paths, output, include, exclude, force, retry_failed, wait, batch_size, batch_tiles)
         _check_choice("--format", fmt, FORMATS)
         _check_common(pages, max_new_tokens, frames)
+        prompts = prompt_set("chart", prompt)
+        loop = _loop_rule(loop_stop, loop_repeats, loop_tokens, loop_chars, loop_lines, loop_line_chars)
+        system_text = resolve_system(system, no_system)
         engine = _open_engine(model, device, dtype, _engine_settings(
             engine_name, servers, concurrency, request_timeout, tensor_parallel, data_parallel))
-        options = _page_options(engine, pages, password, min_tiles, max_tiles, max_new_tokens, frames)
+        options = _page_options(engine, pages, password, min_tiles, max_tiles, max_new_tokens, frames, loop,
+                               system_text)
         suffix = {"csv": ".csv", "markdown": ".md", "json": ".jsonl"}[fmt]
-        run_batch(ChartTask(options, engine.model_id), engine, batch, fmt, suffix)
+        run_batch(ChartTask(options, engine.model_id, prompts=prompts), engine, batch, fmt, suffix)
 
 
 @app.command()
@@ -267,6 +316,10 @@ def extract(
     engine_name: str = EngineOpt, servers: list[str] = ServerOpt, concurrency: int = ConcurrencyOpt,
     request_timeout: float = TimeoutOpt, tensor_parallel: int = TensorParallelOpt,
     data_parallel: int = DataParallelOpt,
+    prompt: Optional[str] = PromptOpt, anchored_prompt: Optional[str] = AnchoredPromptOpt,
+    system: Optional[str] = SystemOpt, no_system: bool = NoSystemOpt,
+    loop_stop: bool = LoopStopOpt, loop_repeats: int = LoopRepeatsOpt, loop_tokens: int = LoopTokensOpt,
+    loop_chars: int = LoopCharsOpt, loop_lines: int = LoopLinesOpt, loop_line_chars: int = LoopLineCharsOpt,
 ) -> None:
     """Extract one schema-valid JSON record per document.
 
@@ -280,6 +333,7 @@ def extract(
       internvl extract scan.pdf --schema my-schema.json --data-only | jq .total
     """
     from .engine.base import Sampling
+    from .tasks.prompts import prompt_set, resolve_system
     from .tasks.schemas import load_schema
     from .tasks.extract import ExtractOptions, ExtractTask
 
@@ -289,15 +343,44 @@ def extract(
         if votes < 1 or window_pages < 1 or window_tiles < 1:
             raise UsageError("--votes, --window-pages and --window-tiles must be at least 1")
         loaded = load_schema(schema)  # a bad schema fails before any model is loaded
+        prompts = prompt_set("extract", prompt, anchored_prompt)
+        loop = _loop_rule(loop_stop, loop_repeats, loop_tokens, loop_chars, loop_lines, loop_line_chars)
+        system_text = resolve_system(system, no_system)
         engine = _open_engine(model, device, dtype, _engine_settings(
             engine_name, servers, concurrency, request_timeout, tensor_parallel, data_parallel,
             max_images=window_pages))
         options = ExtractOptions(
-            tiling=engine.tiling.with_limits(None, max_tiles), sampling=Sampling(max_new_tokens=max_new_tokens),
+            tiling=engine.tiling.with_limits(None, max_tiles),
+            sampling=Sampling(max_new_tokens=max_new_tokens, loop=loop),
             window_pages=window_pages, window_tiles=window_tiles, votes=votes, password=password, pages=pages,
-            use_text_layer=text_layer, frames=frames)
+            use_text_layer=text_layer, frames=frames, system=system_text)
         fmt = "data" if data_only else "record"
-        run_batch(ExtractTask(options, loaded, engine.model_id), engine, batch, fmt, ".json")
+        run_batch(ExtractTask(options, loaded, engine.model_id, prompts=prompts), engine, batch, fmt, ".json")
+
+
+@app.command()
+def prompts(
+    name: Optional[str] = typer.Argument(None, help="Print this shipped prompt's text (a start for your own)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON lines."),
+) -> None:
+    """List the shipped prompts (use them, or files of your own, with --prompt / --anchored-prompt).
+
+    Placeholders: {text_layer} the PDF page's text layer (anchored prompts only), {fields} the schema's
+    fields with their descriptions and {page_note} which pages the images show (extract). Write {{name}}
+    for a literal {name}.
+    """
+    from .tasks.prompts import list_prompts, shipped_prompt
+
+    with _exit_on_error():
+        if name is not None:
+            typer.echo(shipped_prompt(name).text)
+            return
+        for row in list_prompts():
+            if as_json:
+                typer.echo(json.dumps(row))
+                continue
+            names = " ".join("{" + p + "}" for p in row["placeholders"]) or "-"
+            typer.echo(f"{row['name']}\t{row['command']} {row['option']}\t{row['pages']}\t{names}\t{row['purpose']}")
 
 
 @app.command()
@@ -433,13 +516,27 @@ def _check_common(pages: Optional[str], max_new_tokens: int, frames: Optional[st
         raise UsageError("--max-new-tokens must be at least 1")
 
 
-def _page_options(engine, pages, password, min_tiles, max_tiles, max_new_tokens, frames=None):
+def _page_options(engine, pages, password, min_tiles, max_tiles, max_new_tokens, frames=None,
+                  loop: LoopRule = LoopRule(), system: Optional[str] = None):
     from .engine.base import Sampling
     from .tasks.pagewise import PageOptions
 
     return PageOptions(tiling=engine.tiling.with_limits(min_tiles, max_tiles),
-                       sampling=Sampling(max_new_tokens=max_new_tokens), password=password, pages=pages,
-                       frames=frames)
+                       sampling=Sampling(max_new_tokens=max_new_tokens, loop=loop), password=password, pages=pages,
+                       frames=frames, system=system)
+
+
+def _loop_rule(stop: bool, repeats: int, tokens: int, chars: int, lines: int, line_chars: int) -> LoopRule:
+    try:
+        return LoopRule(min_repeats=repeats, max_tokens=tokens, max_chars=chars, max_lines=lines,
+                        max_line_chars=line_chars, enabled=stop)
+    except ValueError as exc:
+        option = {"min_repeats": "--loop-repeats", "max_tokens": "--loop-tokens", "max_chars": "--loop-chars",
+                  "max_lines": "--loop-lines", "max_line_chars": "--loop-line-chars"}
+        message = str(exc)
+        for field_name, flag in option.items():
+            message = message.replace(f"LoopRule.{field_name}", flag)
+        raise UsageError(message) from None
 
 
 @app.command()
@@ -450,17 +547,43 @@ def inspect(
     min_tiles: Optional[int] = MinTilesOpt, max_tiles: Optional[int] = MaxTilesOpt,
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Read the tiling settings of this checkpoint "
                                        "(its small config files only; no weights are loaded). Default: "
-                                       "InternVL's standard 448px tiles, 1..12."),
+                                       "InternVL's standard 448px tiles, 1..12; with --prompt, the default model."),
+    prompt: Optional[str] = typer.Option(None, "--prompt", rich_help_panel=_PROMPTS,
+                                         help="Show the exact prompt each page would be sent with: a command's "
+                                              "own prompts (ocr, chart, extract), a shipped prompt's name or a "
+                                              "file. Loads the model's tokenizer, never its weights."),
+    anchored_prompt: Optional[str] = AnchoredPromptOpt,
+    task_name: Optional[str] = typer.Option(None, "--task", rich_help_panel=_PROMPTS,
+                                            help="The command a --prompt file is for: ocr (default), chart or "
+                                                 "extract."),
+    schema: Optional[str] = typer.Option(None, "--schema", "-s", rich_help_panel=_PROMPTS,
+                                         help="The JSON Schema, for extract prompts."),
+    system: Optional[str] = SystemOpt, no_system: bool = NoSystemOpt,
+    text_layer: bool = typer.Option(True, "--text-layer/--no-text-layer", rich_help_panel=_PROMPTS,
+                                    help="As the commands' option of that name."),
+    max_new_tokens: int = MaxNewTokensOpt,
 ) -> None:
     """Show, without loading a model, how each page will be tiled and what it will cost.
 
     Per page: its pixel size (PDF pages measured at 200 DPI), the chosen grid of 448px tiles, the tile
     count (grid plus thumbnail), the image tokens it costs, and whether a PDF text layer exists.
+    With --prompt: the full prompt each page (or extract window) would be sent with, image tokens
+    shown as <IMG_CONTEXT>*N, and its token count and answer budget.
+
+    \b
+    Examples:
+      internvl inspect scan.pdf --max-tiles 6
+      internvl inspect scan.pdf --prompt ocr --model internvl3-2b-awq
+      internvl inspect bill.pdf --prompt my-extract.md --task extract --schema invoice --no-system
     """
     from .documents.inspection import inspect_pages
     from .documents.tiling import TilingConfig
 
     with _exit_on_error():
+        if prompt is not None:
+            return _inspect_prompts(paths, prompt, anchored_prompt, task_name, schema, system, no_system,
+                                    text_layer, model or DEFAULT_MODEL, pages, password, frames, min_tiles,
+                                    max_tiles, max_new_tokens, as_json)
         _check_common(pages, 1, frames)
         base = _open_engine(model, "cpu", "auto").tiling if model else TilingConfig()
         tiling = base.with_limits(min_tiles, max_tiles)
@@ -478,6 +601,85 @@ def inspect(
         if failed:
             codes = {e.exit_code for e in failed}
             raise typer.Exit(int(codes.pop() if len(codes) == 1 and not rows else ExitCode.PARTIAL))
+
+
+def _inspect_prompts(paths, prompt, anchored_prompt, task_name, schema, system, no_system, text_layer, model,
+                     pages, password, frames, min_tiles, max_tiles, max_new_tokens, as_json) -> None:
+    """`inspect --prompt`: builds the command's task as the command would and prints each unit's prompt."""
+    from .engine.base import Sampling
+    from .runs.preview import preview_prompts
+    from .tasks.prompts import SHIPPED, prompt_set, resolve_system
+
+    shipped = SHIPPED.get(prompt)
+    command = task_name or (shipped[0] if shipped else "ocr")
+    _check_choice("--task", command, ("ocr", "chart", "extract"))
+    if shipped and task_name and shipped[0] != task_name:
+        raise UsageError(f"--prompt {prompt} is a prompt of `{shipped[0]}`, not of `{task_name}`")
+    _check_common(pages, max_new_tokens, frames)
+    prompts = prompt_set(command, prompt, anchored_prompt)
+    system_text = resolve_system(system, no_system)
+    loaded = None
+    if command == "extract":
+        if schema is None:
+            raise UsageError("extract prompts need --schema (its fields go into the prompt)")
+        from .tasks.schemas import load_schema
+
+        loaded = load_schema(schema)
+    engine = _open_engine(model, "cpu", "auto")
+    sampling = Sampling(max_new_tokens=max_new_tokens)
+    if command == "extract":
+        from .tasks.extract import ExtractOptions, ExtractTask
+
+        options = ExtractOptions(tiling=engine.tiling.with_limits(None, max_tiles), sampling=sampling,
+                                 password=password, pages=pages, use_text_layer=text_layer, frames=frames,
+                                 system=system_text)
+        task = ExtractTask(options, loaded, engine.model_id, prompts=prompts)
+    else:
+        from .tasks.pagewise import PageOptions
+
+        options = PageOptions(tiling=engine.tiling.with_limits(min_tiles, max_tiles), sampling=sampling,
+                              password=password, pages=pages, frames=frames, system=system_text)
+        if command == "ocr":
+            from .tasks.ocr import OcrTask
+
+            task = OcrTask(options, engine.model_id, use_text_layer=text_layer, prompts=prompts)
+        else:
+            from .tasks.chart import ChartTask
+
+            task = ChartTask(options, engine.model_id, prompts=prompts)
+    failed: list[InternVLError] = []
+    found = _discover_plain(paths)
+    failed.extend(found.errors)
+    shown = 0
+    for path in [doc.path for doc in found.docs]:
+        try:
+            rows = preview_prompts(task, engine, path)
+        except InternVLError as error:
+            report_error(error)
+            failed.append(error)
+            continue
+        for row in rows:
+            shown += 1
+            if as_json:
+                sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
+                continue
+            span = "-".join(str(p) for p in (row["pages"][0], row["pages"][-1])) if len(row["pages"]) > 1 \
+                else str(row["pages"][0])
+            sys.stdout.write(
+                f"<!-- file: {row['file']} | page: {span} | {row['task']} | source: {row['source']} | "
+                f"tiles: {row['tiles']} | prompt: {row['prompt_tokens']} tokens ({row['image_tokens']} image, "
+                f"{row['text_tokens']} text) | answer budget: {row['max_new_tokens']} of context "
+                f"{row['context']} -->\n{_visible(row['prompt'])}\n\n")
+    if failed:
+        codes = {e.exit_code for e in failed}
+        raise typer.Exit(int(codes.pop() if len(codes) == 1 and not shown else ExitCode.PARTIAL))
+
+
+def _visible(text: str) -> str:
+    """Control characters (a PDF text layer may hold some) shown as escapes, so a terminal shows the prompt
+    instead of obeying it; --json keeps the exact text."""
+    return "".join(c if c in "\n\t" or not (ord(c) < 32 or 0x7f <= ord(c) <= 0x9f) else f"\\x{ord(c):02x}"
+                   for c in text)
 
 
 def _discover_plain(paths: list[str]):

@@ -22,6 +22,7 @@ from PIL import Image
 
 from conftest import SAMPLES
 from internvl_cli.documents.tiling import TilingConfig, prepare_image
+from internvl_cli.engine.repetition import LoopRule
 from internvl_cli.engine.base import Constraint, GenerationRequest, Sampling
 from internvl_cli.engine.server import ServerEngine
 from internvl_cli.errors import ExitCode
@@ -115,7 +116,8 @@ def test_a_page_goes_at_its_grid_size_with_its_tile_budget():
     assert picture.size == (2 * 448, 3 * 448)  # A4 -> 2x3 grid, as `internvl inspect` says
     assert body["mm_processor_kwargs"] == {"crop_to_patches": True, "min_patches": 1, "max_patches": 6}
     assert body["max_tokens"] == 77 and body["temperature"] == 0.0  # greedy
-    assert body["repetition_detection"]["min_count"] >= 2 and "structured_outputs" not in body
+    assert "structured_outputs" not in body
+    assert LoopRule(**json.loads(body["vllm_xargs"]["internvl_loop"])) == LoopRule()  # our processor stops loops
     assert engine.servers[0].url == "http://127.0.0.1:1/v1"
 
 
@@ -125,8 +127,7 @@ def test_constraints_become_structured_outputs_and_wrap_up_arguments():
     body = engine.request_body(page_request(500, 500, sampling=Sampling(max_new_tokens=400),
                                             constraint=Constraint("json_schema", json.dumps(schema))))
     assert body["structured_outputs"] == {"json": schema, "disable_any_whitespace": True}
-    assert body["vllm_xargs"] == {"internvl_close_after": 300}  # the last quarter is for wrapping up
-    assert "repetition_detection" not in body  # a looping JSON answer is wrapped up, never cut
+    assert body["vllm_xargs"]["internvl_close_after"] == 300  # the last quarter is for wrapping up
     body = engine.request_body(page_request(500, 500, constraint=Constraint("grammar", table_grammar())))
     assert body["structured_outputs"] == {"grammar": table_grammar()}
 

@@ -12,6 +12,7 @@ from ..errors import InternVLError
 
 EngineName = Literal["hf", "vllm", "server"]
 ENGINE_NAMES: tuple[str, ...] = ("hf", "vllm", "server")
+from .repetition import LoopRule
 
 FinishReason = Literal["stop", "length", "repetition"]
 
@@ -24,26 +25,38 @@ class Constraint:
     spec: str
 
 
+# Evaluation harnesses give InternVL 4,096 new tokens; the densest pages we accept (an IRS 1040 page's text layer
+# alone is ~1,600 tokens, before any Markdown) need more than the model cards' 1,024.
+DEFAULT_MAX_NEW_TOKENS = 4096
+
+
 @dataclass(frozen=True)
 class Sampling:
-    """Generation settings; greedy unless `do_sample`."""
+    """Generation settings; greedy unless `do_sample`. `max_new_tokens` is a ceiling: an engine also keeps each
+    answer within what the model's context leaves after its prompt. `loop` says when a repeating answer is cut."""
 
-    max_new_tokens: int = 1024
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
     do_sample: bool = False
     temperature: float = 0.7
     top_p: float = 0.95
     seed: int | None = None
+    loop: LoopRule = LoopRule()
 
 
 @dataclass
 class GenerationRequest:
     """One prompt: its images shown before the text. Each image is a TiledImage (what tasks send: the raster
-    at the grid's size, which every engine can take) or an (N, 3, S, S) float32 tile array (transformers only)."""
+    at the grid's size, which every engine can take) or an (N, 3, S, S) float32 tile array (transformers only).
+
+    `system`: None keeps the checkpoint's own system message (what its chat template adds, if anything);
+    "" sends no system turn; any other text is sent as the system turn.
+    """
 
     images: list[TiledImage | np.ndarray]
     text: str
     sampling: Sampling = field(default_factory=Sampling)
     constraint: Constraint | None = None
+    system: str | None = None
 
     @property
     def tiles(self) -> int:
@@ -67,7 +80,8 @@ class GenerationResult:
     new_tokens: int
     image_tokens: int
     seconds: float  # this request's share of its batch's wall time
-    flags: list[str] = field(default_factory=list)  # e.g. "closed-at-budget": a constrained answer was wrapped up
+    # e.g. "closed-early": a constrained answer was wrapped up; "context-full": the prompt left no room to answer
+    flags: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -25,9 +25,7 @@ from ..documents.tiling import TilingConfig
 from ..errors import ServerError, UsageError
 from .base import BatchLimits, GenerationRequest, GenerationResult, Outcome, RequestSource, Tag
 from .batching import generate_in_order
-from .repetition import RepetitionRule
-from .vllm_requests import (extra_args, finish_answer, pictures, repetition_detection, sampling_fields,
-                            structured_outputs, tile_budget)
+from .vllm_requests import extra_args, finish_answer, pictures, sampling_fields, structured_outputs, tile_budget
 
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
@@ -65,8 +63,7 @@ class ServerEngine:
     name = "server"
 
     def __init__(self, urls: list[str], model: str | None, tiling: TilingConfig = TilingConfig(),
-                 concurrency: int = 32, retry: RetryPolicy = RetryPolicy(),
-                 repetition: RepetitionRule = RepetitionRule()):
+                 concurrency: int = 32, retry: RetryPolicy = RetryPolicy()):
         if not urls:
             raise UsageError("--engine server needs at least one --server URL (e.g. http://127.0.0.1:8000/v1)")
         if concurrency < 1:
@@ -79,7 +76,6 @@ class ServerEngine:
         self.tiling = tiling
         self.concurrency = concurrency
         self.retry = retry
-        self.repetition = repetition
         self._lock = threading.Lock()
         self._loaded = False
 
@@ -203,17 +199,20 @@ class ServerEngine:
         content: list[dict] = [{"type": "image_url", "image_url": {"url": _data_url(picture)}}
                                for picture in pictures(request)]
         content.append({"type": "text", "text": request.text})
+        messages = [{"role": "user", "content": content}]
+        if request.system:  # None or "": the server's chat template decides (see README: engines and prompts)
+            messages.insert(0, {"role": "system", "content": request.system})
         body: dict = {
-            "model": self.served_model or self.model_id, "messages": [{"role": "user", "content": content}],
+            "model": self.served_model or self.model_id, "messages": messages,
             **sampling_fields(request.sampling), "n": 1, "stream": False,
             "mm_processor_kwargs": tile_budget(request), "skip_special_tokens": True, "return_token_ids": True,
         }
         structured = structured_outputs(request.constraint)
         if structured:
             body["structured_outputs"] = structured
-            body["vllm_xargs"] = extra_args(request)
-        else:
-            body["repetition_detection"] = repetition_detection(self.repetition)
+        xargs = extra_args(request)
+        if xargs:  # read by our logits processor when the server runs it (README: serving recipes)
+            body["vllm_xargs"] = xargs
         return body
 
     def _result(self, answer: dict, request: GenerationRequest, server: _Server, seconds: float) -> GenerationResult:
@@ -225,25 +224,14 @@ class ServerEngine:
         tokens = list(choice.get("token_ids") or [])
         usage = answer.get("usage") or {}
         finish = choice.get("finish_reason")
-        text, reason, new_tokens, flags = finish_answer(
-            tokens, text, finish, choice.get("stop_reason"), request, self.repetition,
-            lambda kept: self._detokenize(server, kept))
+        # no tokenizer here: the loop is judged on the answer's characters
+        text, reason, new_tokens, flags = finish_answer(tokens, text, finish, request, None, lambda kept: None)
         if not tokens:  # servers that do not return token ids: count what they report
             new_tokens = int(usage.get("completion_tokens") or 0)
         return GenerationResult(
             text=text, finish_reason=reason, prompt_tokens=int(usage.get("prompt_tokens") or 0),
             new_tokens=new_tokens, image_tokens=request.tiles * self.tiling.image_seq_length, seconds=seconds,
             flags=flags)
-
-    def _detokenize(self, server: _Server, tokens: list[int]) -> str | None:
-        """The text of a loop cut back to its first occurrence (vLLM's /detokenize); None if unavailable."""
-        root = server.url.rstrip("/").removesuffix("/v1")
-        try:
-            answer = self._call(_Server(root), "POST", "/detokenize", {"model": self.served_model, "tokens": tokens},
-                                timeout=60.0)
-            return answer.get("prompt")
-        except _Failure:
-            return None
 
     # ------------------------------------------------------------------ servers and retries
 

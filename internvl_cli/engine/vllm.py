@@ -18,9 +18,7 @@ from ..errors import InternVLError, ModelLoadError, UsageError, short_reason
 from .base import BatchLimits, GenerationRequest, GenerationResult, Outcome, RequestSource, Tag
 from .batching import generate_in_order
 from .prompting import chat_prompt
-from .repetition import RepetitionRule
-from .vllm_requests import (extra_args, finish_answer, pictures, repetition_detection, sampling_fields,
-                            structured_outputs, tile_budget)
+from .vllm_requests import extra_args, finish_answer, pictures, sampling_fields, structured_outputs, tile_budget
 
 # Requests handed to vLLM beyond what it runs at once, so its scheduler always has a waiting page to admit.
 WINDOW_PER_SEQUENCE = 2
@@ -34,7 +32,7 @@ class VllmEngine:
     def __init__(self, model_dir: Path, model_id: str, tiling: TilingConfig, dtype: str = "auto",
                  tensor_parallel_size: int = 1, data_parallel_size: int = 1, max_num_seqs: int | None = None,
                  max_model_len: int | None = None, gpu_memory_utilization: float | None = None,
-                 max_images: int = 1, repetition: RepetitionRule = RepetitionRule()):
+                 max_images: int = 1):
         if data_parallel_size > 1:
             raise UsageError(
                 "--data-parallel-size needs one vLLM server per replica; vLLM runs data parallel only as a "
@@ -51,9 +49,9 @@ class VllmEngine:
         self.max_model_len = max_model_len
         self.gpu_memory_utilization = gpu_memory_utilization
         self.max_images = max_images  # per prompt: vLLM reserves encoder memory for this many (extract windows)
-        self.repetition = repetition
         self._llm = None
         self._tokenizer = None
+        self._pieces: dict[int, str] = {}
         self._ids = itertools.count()
 
     # ------------------------------------------------------------------ loading
@@ -152,23 +150,21 @@ class VllmEngine:
     def _prompt(self, request: GenerationRequest) -> dict:
         images = pictures(request)
         return {
-            "prompt": chat_prompt(self._tokenizer, request.text, len(images)),
+            "prompt": chat_prompt(self._tokenizer, request.text, len(images), request.system),
             "multi_modal_data": {"image": images if len(images) != 1 else images[0]} if images else {},
             "mm_processor_kwargs": tile_budget(request),
         }
 
     def _params(self, request: GenerationRequest):
         from vllm import SamplingParams
-        from vllm.sampling_params import RepetitionDetectionParams, RequestOutputKind, StructuredOutputsParams
+        from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 
         structured = structured_outputs(request.constraint)
         return SamplingParams(
             **sampling_fields(request.sampling), skip_special_tokens=True,
             output_kind=RequestOutputKind.FINAL_ONLY,
             structured_outputs=StructuredOutputsParams(**structured) if structured else None,
-            # a constrained loop is wrapped up by our logits processor instead of being cut into invalid JSON
-            repetition_detection=None if structured else RepetitionDetectionParams(
-                **repetition_detection(self.repetition)),
+            # our logits processor stops loops by our rule, and wraps a constrained answer up instead of cutting it
             extra_args=extra_args(request) or None,
         )
 
@@ -176,12 +172,20 @@ class VllmEngine:
         answer = output.outputs[0]
         tokens = list(answer.token_ids)
         text, finish, new_tokens, flags = finish_answer(
-            tokens, answer.text, answer.finish_reason, answer.stop_reason, request, self.repetition,
+            tokens, answer.text, answer.finish_reason, request, lambda ids: [self._piece(t) for t in ids],
             lambda kept: self._tokenizer.decode(kept, skip_special_tokens=True))
         return GenerationResult(
             text=text, finish_reason=finish, prompt_tokens=len(output.prompt_token_ids or []),
             new_tokens=new_tokens, image_tokens=request.tiles * self.tiling.image_seq_length, seconds=seconds,
             flags=flags)
+
+
+    def _piece(self, token: int) -> str:
+        """One token's text, as the transformers engine gives it to the loop detector (cached per id)."""
+        piece = self._pieces.get(token)
+        if piece is None:
+            piece = self._pieces[token] = self._tokenizer.decode([token])
+        return piece
 
 
 def _quantized(model_dir: Path) -> bool:

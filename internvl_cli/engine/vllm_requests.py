@@ -4,17 +4,17 @@ and how a finished answer becomes a GenerationResult with the same flags as the 
 from __future__ import annotations
 
 import json
-import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from dataclasses import asdict
 
 from ..documents.tiling import TiledImage
 from .base import Constraint, FinishReason, GenerationRequest, Sampling
-from .repetition import RepetitionRule, repeated_period, trim_repetition
+from .repetition import LoopRule, find_loop
 
-# The key of vLLM's per-request `extra_args` (server: `vllm_xargs`) that switches our wrap-up on.
+# The keys of vLLM's per-request `extra_args` (server: `vllm_xargs`) read by our logits processor
+# (engine/vllm_wrapup.py): when to start wrapping a constrained answer up, and the loop rule to stop by.
 WRAP_UP_ARG = "internvl_close_after"
-# How often the loop rule is checked while decoding (as the transformers engine's stopper does).
-CHECK_EVERY = 4
+LOOP_ARG = "internvl_loop"
 
 
 def wrap_up_start(max_new_tokens: int) -> int:
@@ -62,62 +62,50 @@ def structured_outputs(constraint: Constraint | None) -> dict | None:
     return {"grammar": constraint.spec}
 
 
-def repetition_detection(rule: RepetitionRule) -> dict:
-    """vLLM's built-in loop stop, set so it never fires before our rule does.
-
-    vLLM stops when the tail is one n-gram (min..max size) repeated min_count times. A loop of a short
-    period p is also a loop of a multiple of p, so with n-grams of at least ceil(min_span / min_repeats)
-    tokens every stop covers at least `min_span` tokens and `min_repeats` repeats, as our rule asks; the
-    final answer is then checked (and trimmed) by our own rule.
-    """
-    low = max(1, math.ceil(rule.min_span / rule.min_repeats))
-    return {"min_pattern_size": min(low, rule.max_period), "max_pattern_size": rule.max_period,
-            "min_count": max(2, rule.min_repeats)}
-
-
 def extra_args(request: GenerationRequest) -> dict:
-    """Per-request arguments for our wrap-up logits processor (constrained answers only)."""
-    if request.constraint is None:
-        return {}
-    return {WRAP_UP_ARG: wrap_up_start(request.sampling.max_new_tokens)}
+    """Per-request arguments for our logits processor: the loop rule (an unconstrained answer that loops is
+    ended there, as the transformers engine's stopper ends it) and, for constrained answers, the wrap-up start."""
+    args: dict = {}
+    rule = request.sampling.loop
+    if rule.enabled:  # as JSON text: servers accept only flat scalar values in `vllm_xargs`
+        args[LOOP_ARG] = json.dumps(asdict(rule), sort_keys=True)
+    if request.constraint is not None:
+        args[WRAP_UP_ARG] = wrap_up_start(request.sampling.max_new_tokens)
+    return args
 
 
-def first_loop(tokens: Sequence[int], rule: RepetitionRule) -> int | None:
-    """The generated length at which the loop rule first fires when checked every CHECK_EVERY tokens, as
-    the engines check it while decoding; None if it never does."""
-    for end in range(CHECK_EVERY, len(tokens) + 1, CHECK_EVERY):
-        if end >= rule.min_span and repeated_period(tokens[:end], rule) is not None:
-            return end
-    return None
+def loop_rule_from(args: dict) -> LoopRule | None:
+    """The loop rule a request carries in its extra arguments (None: loops are not stopped)."""
+    fields = args.get(LOOP_ARG)
+    if isinstance(fields, str):
+        fields = json.loads(fields)
+    return LoopRule(**fields) if fields else None
 
 
-def finish_answer(tokens: list[int], text: str, finish: str | None, stop_reason, request: GenerationRequest,
-                  rule: RepetitionRule, decode: Callable[[list[int]], str | None]
+def finish_answer(tokens: list[int], text: str, finish: str | None, request: GenerationRequest,
+                  pieces: Callable[[list[int]], list[str]] | None, decode: Callable[[list[int]], str | None]
                   ) -> tuple[str, FinishReason, int, list[str]]:
     """(text, finish reason, new tokens, flags) of a finished vLLM answer, with the transformers engine's
-    semantics: an unconstrained loop is cut back to its first occurrence and finishes as "repetition"; a
-    constrained one was steered to a close by the wrap-up processor and is flagged, never cut."""
+    semantics: an unconstrained loop is cut back to one occurrence of its unit and finishes as "repetition"; a
+    constrained one was steered to a close by the wrap-up processor and is flagged, never cut.
+
+    The loop is found by the same detector the processor ran while decoding: on the token ids with their texts
+    when `pieces` gives them, else on the answer's characters (a server that returns no token ids)."""
     flags: list[str] = []
     reason: FinishReason = "stop" if finish == "stop" else "length"
+    rule = request.sampling.loop
+    by_tokens = bool(tokens) and pieces is not None
+    loop = (find_loop(tokens, pieces(tokens), rule) if by_tokens else find_loop(list(text), None, rule))
     if request.constraint is not None:
-        looped = first_loop(tokens, rule)
-        if looped is not None:
+        if loop is not None:
             flags.append("repetition")
-        if looped is not None or len(tokens) > wrap_up_start(request.sampling.max_new_tokens):
+        if loop is not None or len(tokens) > wrap_up_start(request.sampling.max_new_tokens):
             flags.append("closed-early")
         return text, reason, len(tokens), flags
-    period = repeated_period(tokens, rule)
-    if period is None and stop_reason == "repetition_detected":
-        period = next((p for p in range(1, rule.max_period + 1) if _tail_repeats(tokens, p)), None)
-    if period is not None:
-        reason = "repetition"
-        kept = trim_repetition(tokens, period)
-        trimmed = decode(kept)
-        if trimmed is not None:
-            return trimmed, reason, len(kept), flags
+    if loop is None:
         return text, reason, len(tokens), flags
-    return text, reason, len(tokens), flags
-
-
-def _tail_repeats(tokens: Sequence[int], period: int) -> bool:
-    return len(tokens) >= 2 * period and list(tokens[-period:]) == list(tokens[-2 * period:-period])
+    if not by_tokens:
+        return text[:loop.keep], "repetition", len(tokens), flags
+    kept = tokens[:loop.keep]
+    trimmed = decode(kept)
+    return (trimmed if trimmed is not None else text), "repetition", len(kept), flags

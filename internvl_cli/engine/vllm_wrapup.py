@@ -1,5 +1,6 @@
-"""Step 3, wrap-up of constrained answers inside vLLM: a V1 logits processor that steers a JSON/CSV answer
-near its token budget (or caught in a loop) to its shortest valid ending, as the transformers engine does.
+"""Step 3, loops and wrap-up inside vLLM: a V1 logits processor that runs our loop detector on every answer as
+it is generated (an unconstrained answer that loops is ended there, as the transformers engine's stopper ends
+it) and steers a JSON/CSV answer near its token budget (or caught in a loop) to its shortest valid ending.
 
 vLLM applies the structured-output grammar as a mask; this processor only adds biases, so the grammar keeps
 the last word and no token it forbids can win: EOS first (when the grammar is complete), then inside a
@@ -14,8 +15,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .repetition import RepetitionRule, repeated_period
-from .vllm_requests import CHECK_EVERY, WRAP_UP_ARG
+from .repetition import LoopDetector, LoopRule
+from .vllm_requests import WRAP_UP_ARG, loop_rule_from
 
 PROCESSOR_NAME = "internvl_cli.engine.vllm_wrapup:WrapUpLogitsProcessor"
 _BIAS = 1.0e4  # far above any logit gap, far below float32 overflow
@@ -29,6 +30,8 @@ class _Tiers:
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+        self.tokenizer = tokenizer
+        self._pieces: dict[int, str] = {}
         eos = _eos_ids(model_dir, tokenizer)
         lltok = llguidance.hf.from_tokenizer(tokenizer, eos_token=eos)
         size = lltok.vocab_size
@@ -38,8 +41,16 @@ class _Tiers:
         comma = torch.tensor([b"," in t for t in self.token_bytes]) & ~quote
         end = torch.zeros(size, dtype=torch.bool)
         end[[e for e in eos if e < size]] = True
+        self.eos = [e for e in eos if e < size]
         self.inside = (3 * end + 2 * quote).float() * _BIAS
         self.outside = (3 * end + 2 * close + comma).float() * _BIAS
+
+    def piece(self, token: int) -> str:
+        """A token's text as the transformers engine's stopper sees it (for the detector's character counts)."""
+        text = self._pieces.get(token)
+        if text is None:
+            text = self._pieces[token] = self.tokenizer.decode([token])
+        return text
 
 
 def _eos_ids(model_dir: str, tokenizer) -> list[int]:
@@ -54,12 +65,13 @@ def _eos_ids(model_dir: str, tokenizer) -> list[int]:
 
 
 class WrapUpState:
-    """One request's steering: follows string boundaries through its tokens, spots loops, biases logits."""
+    """One request's steering: follows its tokens through the loop detector and JSON string boundaries, ends an
+    unconstrained answer that loops, and biases a constrained one towards its shortest valid ending."""
 
-    def __init__(self, close_after: int, tiers: _Tiers, rule: RepetitionRule = RepetitionRule()):
-        self.close_after = close_after
+    def __init__(self, close_after: int | None, tiers: _Tiers, rule: LoopRule | None = None):
+        self.close_after = close_after  # None: unconstrained (loops are ended, nothing is steered)
         self.tiers = tiers
-        self.rule = rule
+        self.detector = LoopDetector(rule) if rule is not None else None
         self.seen = 0
         self.in_string = False
         self.escaped = False
@@ -67,11 +79,24 @@ class WrapUpState:
 
     def __call__(self, output_ids: list[int], logits):
         self._follow(output_ids)
+        if self.close_after is None:
+            if self.detector is not None and self.detector.loop is not None:
+                return self._only_eos(logits)
+            return logits
         if not self.closing and len(output_ids) < self.close_after:
             return logits
         bias = self.tiers.inside if self.in_string else self.tiers.outside
         width = min(len(bias), logits.shape[-1])
         logits[:width] += bias[:width].to(logits.device, logits.dtype)
+        return logits
+
+    def _only_eos(self, logits):
+        eos = [e for e in self.tiers.eos if e < logits.shape[-1]]
+        if not eos:
+            return logits
+        kept = logits[eos].clone()
+        logits.fill_(float("-inf"))
+        logits[eos] = kept
         return logits
 
     def _follow(self, output_ids: list[int]) -> None:
@@ -84,9 +109,8 @@ class WrapUpState:
                     self.escaped = True
                 elif byte == 0x22:  # quote
                     self.in_string = not self.in_string
-            done = position + 1
-            if (not self.closing and done % CHECK_EVERY == 0 and done >= self.rule.min_span
-                    and repeated_period(output_ids[:done], self.rule) is not None):
+            if (self.detector is not None and self.detector.loop is None
+                    and self.detector.feed(token, self.tiers.piece(token)) is not None):
                 self.closing = True
         self.seen = len(output_ids)
 
@@ -108,12 +132,13 @@ def _build_processor_class():
             return False  # it changes which token greedy decoding picks
 
         def new_req_logits_processor(self, params):
-            close_after = (params.extra_args or {}).get(WRAP_UP_ARG)
-            if close_after is None:
+            args = params.extra_args or {}
+            close_after, rule = args.get(WRAP_UP_ARG), loop_rule_from(args)
+            if close_after is None and rule is None:
                 return None
-            if self._tiers is None:  # once per engine, on the first constrained request
+            if self._tiers is None:  # once per engine, on the first request that needs it
                 self._tiers = _Tiers(self._model_dir, self._tokenizer_dir, torch)
-            return WrapUpState(int(close_after), self._tiers)
+            return WrapUpState(None if close_after is None else int(close_after), self._tiers, rule)
 
     WrapUpLogitsProcessor.__module__ = __name__
     return WrapUpLogitsProcessor

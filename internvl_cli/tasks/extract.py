@@ -3,16 +3,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from ..engine.base import Constraint, GenerationRequest, Sampling
 from ..errors import InvalidOutputError
 from ..documents.pages import open_pages
-from ..resources import read_prompt
+from .prompts import PromptSet, prompt_set
 from .schemas import LoadedSchema, grammar_schema, majority_vote, parse_json_output, validate
 from ..documents.tiling import TilingConfig, prepare_page
-from .base import DocumentResult, Outcome, Unit, json_line
+from .base import DocumentResult, Outcome, Unit, clean_value, json_line
 
 MAX_ANCHOR_CHARS = 6000
 
@@ -30,27 +30,29 @@ class ExtractOptions:
     pages: str | None = None
     use_text_layer: bool = True
     frames: str | None = None  # multi-frame images: None (TIFF all, others first), "all" or "first"
+    system: str | None = None  # None: the checkpoint's own system message; "": none; else this text
 
 
 class ExtractTask:
     name = "extract"
 
-    def __init__(self, options: ExtractOptions, schema: LoadedSchema, model_id: str):
+    def __init__(self, options: ExtractOptions, schema: LoadedSchema, model_id: str,
+                 prompts: PromptSet | None = None):
         self.options = options
         self.schema = schema
         self.model_id = model_id
-        self.prompt = read_prompt("extract")
-        self.anchored_prompt = read_prompt("extract-anchored")
+        self.prompts = prompts or prompt_set("extract")
         # schema order kept: fields come out as designed
         self.constraint = Constraint("json_schema", json.dumps(grammar_schema(schema.schema)))
 
     def fingerprint(self) -> dict:
         o = self.options
         return {
-            "task": self.name, "model": self.model_id, "schema": self.schema.schema, "prompt": self.prompt,
-            "anchored_prompt": self.anchored_prompt, "tiling": o.tiling.__dict__, "sampling": o.sampling.__dict__,
+            "task": self.name, "model": self.model_id, "schema": self.schema.schema, **self.prompts.fingerprint(),
+            "tiling": o.tiling.__dict__, "sampling": asdict(o.sampling),
             "window_pages": o.window_pages, "window_tiles": o.window_tiles, "votes": o.votes, "pages": o.pages,
             "text_layer": o.use_text_layer, **({"frames": o.frames} if o.frames else {}),
+            **({"system": o.system} if o.system is not None else {}),
         }
 
     # ---------------------------------------------------------------- units
@@ -83,7 +85,7 @@ class ExtractTask:
             if self.options.votes > 1:
                 sampling = replace(sampling, do_sample=True, seed=(sampling.seed or 0) + vote)
             request = GenerationRequest(images=images, text=text, sampling=sampling,
-                                        constraint=self.constraint)
+                                        constraint=self.constraint, system=self.options.system)
             yield Unit(key=key + vote, request=request, pages=numbers, plans=[image.plan for image in images],
                        info={"window": numbers[0], "source": self._source(pages),
                              "page_flags": [flag for page in pages for flag in page.flags]})
@@ -95,13 +97,13 @@ class ExtractTask:
     def _prompt(self, pages: list, numbers: list[int]) -> str:
         note = (f"pages {numbers[0]}-{numbers[-1]} of {pages[0].count}, one image per page"
                 if len(numbers) > 1 else f"page {numbers[0]} of {pages[0].count}")
-        template = self.prompt
+        template = self.prompts.plain
         anchor = ""
-        if self.options.use_text_layer and any(p.text_layer for p in pages):
-            template = self.anchored_prompt
+        if self.options.use_text_layer and any(p.text_layer for p in pages) and self.prompts.anchored is not None:
+            template = self.prompts.anchored
             anchor = "\n\n".join(f"[page {p.number}]\n{p.text_layer}" for p in pages if p.text_layer)
-        return (template.replace("{fields}", describe_fields(self.schema.schema))
-                .replace("{page_note}", note).replace("{text_layer}", anchor[:MAX_ANCHOR_CHARS]))
+        return template.fill(fields=describe_fields(self.schema.schema), page_note=note,
+                             text_layer=anchor[:MAX_ANCHOR_CHARS])
 
     # ---------------------------------------------------------------- results
 
@@ -119,6 +121,7 @@ class ExtractTask:
                 if flag not in flags:
                     flags.append(flag)
             data, problems = parse_json_output(outcome.result.text, self.schema.schema)
+            data = clean_value(data)  # JSON escapes let control characters through: none reach the output
             if problems:
                 errors.extend(f"pages {_span(outcome.unit.pages)}: {p}" for p in problems)
             else:
