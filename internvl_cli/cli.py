@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import traceback
 from contextlib import contextmanager
@@ -75,6 +76,27 @@ def main_options(
 ) -> None:
     _state["verbose"] = verbose
     _state["quiet"] = quiet
+    _setup_logging(verbose, quiet)
+
+
+class _StderrLines(logging.Handler):
+    """The core's notes (`internvl_cli` logger) as `internvl: ...` lines on stderr: INFO is progress (hidden by
+    -q), WARNING always shows, DEBUG only with -v."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        prefix = "internvl: warning: " if record.levelno >= logging.WARNING else "internvl: "
+        _err(prefix + record.getMessage())
+
+
+def _setup_logging(verbose: bool, quiet: bool) -> None:
+    from .engine.quiet import set_third_party_verbose
+
+    set_third_party_verbose(verbose)  # -v lets torch, transformers and gptqmodel speak too
+    logger = logging.getLogger("internvl_cli")
+    if not any(isinstance(h, _StderrLines) for h in logger.handlers):
+        logger.addHandler(_StderrLines())
+    logger.propagate = False
+    logger.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
 
 
 # ----------------------------------------------------------------------------- shared options
@@ -91,6 +113,9 @@ MaxTilesOpt = typer.Option(None, "--max-tiles", help="Most 448px tiles per page,
 MaxNewTokensOpt = typer.Option(1024, "--max-new-tokens", help="Longest answer per page, in tokens.")
 BatchOpt = typer.Option(8, "--batch-size", help="Most pages per GPU batch.")
 BatchTilesOpt = typer.Option(64, "--batch-tiles", help="Most tiles per GPU batch (bounds GPU memory).")
+AwqKernelOpt = typer.Option("auto", "--awq-kernel", envvar="INTERNVL_AWQ_KERNEL",
+                            help="AWQ kernel: auto (see `internvl doctor`), marlin, machete, exllamav2, gemm, "
+                                 "triton, torch, cpu-int4.")
 OutputOpt = typer.Option(None, "--output", "-o", help="Write one file per document into this directory "
                          "(with a ledger, so reruns skip finished documents) instead of stdout.")
 IncludeOpt = typer.Option([], "--include", help="Only documents whose relative path or name matches this glob "
@@ -103,11 +128,12 @@ WaitOpt = typer.Option(False, "--wait", help="With -o: wait for another run on t
 PathsArg = typer.Argument(..., help="PDF or image files, directories, glob patterns, or - to read paths from stdin.")
 
 
-def _open_engine(model: str, device: str, dtype: str):
-    """Resolves the checkpoint and reads its configs; the weights load only once there is work to do."""
+def _open_engine(model: str, device: str, dtype: str, awq_kernel: str | None = None):
+    """Resolves the checkpoint and reads its configs; the weights load only once there is work to do
+    (`awq_kernel` None: they never will, as for `inspect`)."""
     from .engine import load_engine
 
-    return load_engine(model, device=device, dtype=dtype)
+    return load_engine(model, device=device, dtype=dtype, awq_kernel=awq_kernel)
 
 
 def _note(message: str) -> None:
@@ -153,6 +179,7 @@ def ocr(
     output: Optional[Path] = OutputOpt, include: list[str] = IncludeOpt, exclude: list[str] = ExcludeOpt,
     force: bool = ForceOpt, retry_failed: bool = RetryOpt, wait: bool = WaitOpt,
     batch_size: int = BatchOpt, batch_tiles: int = BatchTilesOpt,
+    awq_kernel: str = AwqKernelOpt,
 ) -> None:
     """Transcribe PDFs and images to markdown or text, page by page.
 
@@ -170,7 +197,7 @@ def ocr(
         fmt = fmt or ("markdown" if output or _count_docs(paths) == 1 else "jsonl")
         _check_choice("--format", fmt, FORMATS)
         _check_common(pages, max_new_tokens)
-        engine = _open_engine(model, device, dtype)
+        engine = _open_engine(model, device, dtype, awq_kernel)
         options = _page_options(engine, pages, password, min_tiles, max_tiles, max_new_tokens)
         suffix = {"markdown": ".md", "text": ".txt", "jsonl": ".jsonl"}[fmt]
         run_batch(OcrTask(options, engine.model_id, use_text_layer=text_layer), engine, batch, fmt, suffix)
@@ -188,6 +215,7 @@ def chart(
     output: Optional[Path] = OutputOpt, include: list[str] = IncludeOpt, exclude: list[str] = ExcludeOpt,
     force: bool = ForceOpt, retry_failed: bool = RetryOpt, wait: bool = WaitOpt,
     batch_size: int = BatchOpt, batch_tiles: int = BatchTilesOpt,
+    awq_kernel: str = AwqKernelOpt,
 ) -> None:
     """Turn charts (images or PDF pages) into data tables.
 
@@ -206,7 +234,7 @@ def chart(
         batch = BatchSettings(paths, output, include, exclude, force, retry_failed, wait, batch_size, batch_tiles)
         _check_choice("--format", fmt, FORMATS)
         _check_common(pages, max_new_tokens)
-        engine = _open_engine(model, device, dtype)
+        engine = _open_engine(model, device, dtype, awq_kernel)
         options = _page_options(engine, pages, password, min_tiles, max_tiles, max_new_tokens)
         suffix = {"csv": ".csv", "markdown": ".md", "json": ".jsonl"}[fmt]
         run_batch(ChartTask(options, engine.model_id), engine, batch, fmt, suffix)
@@ -232,6 +260,7 @@ def extract(
     output: Optional[Path] = OutputOpt, include: list[str] = IncludeOpt, exclude: list[str] = ExcludeOpt,
     force: bool = ForceOpt, retry_failed: bool = RetryOpt, wait: bool = WaitOpt,
     batch_size: int = BatchOpt, batch_tiles: int = BatchTilesOpt,
+    awq_kernel: str = AwqKernelOpt,
 ) -> None:
     """Extract one schema-valid JSON record per document.
 
@@ -254,7 +283,7 @@ def extract(
         if votes < 1 or window_pages < 1 or window_tiles < 1:
             raise UsageError("--votes, --window-pages and --window-tiles must be at least 1")
         loaded = load_schema(schema)  # a bad schema fails before any model is loaded
-        engine = _open_engine(model, device, dtype)
+        engine = _open_engine(model, device, dtype, awq_kernel)
         options = ExtractOptions(
             tiling=engine.tiling.with_limits(None, max_tiles), sampling=Sampling(max_new_tokens=max_new_tokens),
             window_pages=window_pages, window_tiles=window_tiles, votes=votes, password=password, pages=pages,
@@ -364,12 +393,27 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print JSON lines.
 
 
 @app.command()
-def doctor(as_json: bool = typer.Option(False, "--json", help="Print the report as JSON.")) -> None:
-    """Check this machine: torch, CUDA and GPU memory, key package versions, AWQ kernels, which presets fit."""
-    from .diagnostics import diagnose
+def doctor(
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    warm: bool = typer.Option(False, "--warm", help="Build the AWQ kernel a run would use now (minutes, once), so "
+                              "that the first real run, a cron job say, does not wait for it."),
+    device: str = DeviceOpt, awq_kernel: str = AwqKernelOpt,
+) -> None:
+    """Check this machine and say what a run would do: torch and its CUDA build, the NVIDIA driver, GPUs, the
+    device, dtype, attention and AWQ kernel a run would pick (and why), compilers, cached kernels, presets that fit.
+
+    \b
+    Examples:
+      internvl doctor
+      internvl doctor --warm          # compile the AWQ kernel ahead of the first run
+      internvl doctor --awq-kernel triton
+    """
+    from .diagnostics import diagnose, warm as warm_kernel
 
     with _exit_on_error():
-        report = diagnose()
+        report = diagnose(device=device, awq_kernel=awq_kernel)
+        if warm:
+            report["warm"] = warm_kernel(device=device, awq_kernel=awq_kernel)
         if as_json:
             typer.echo(json.dumps(report, indent=2))
             return

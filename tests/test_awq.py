@@ -222,15 +222,22 @@ def test_missing_gptqmodel_says_how_to_install(monkeypatch):
     monkeypatch.setattr(importlib.metadata, "version", not_installed)
     with pytest.raises(ModelLoadError, match="gptqmodel") as info:
         awq.awq_load_kwargs({"model_type": "internvl", "quantization_config": {"quant_method": "awq"}}, "cpu")
-    assert "pip install" in info.value.hint
-    usable, line = awq.awq_kernel_status("cpu")
-    assert not usable and "gptqmodel" in line
+    assert 'pip install "internvl-cli[awq]"' in info.value.hint
 
 
 @needs_gptqmodel
-def test_kernel_status_on_cpu():
-    usable, line = awq.awq_kernel_status("cpu")
-    assert usable and "TorchAtenAwqLinear" in line, line
+@pytest.mark.parametrize("backend, kernel", [("torch_fused_awq", "TorchFusedAwqLinear"),
+                                             ("torch_awq", "AwqTorchLinear")])
+def test_the_backend_named_in_the_config_is_the_kernel_that_loads(awq_dir, reference_logits, backend, kernel):
+    """gptqmodel's selector is skipped: the quantization config's `backend` decides the kernel class."""
+    from transformers import AutoModelForImageTextToText
+
+    config = json.loads((awq_dir / "config.json").read_text())
+    kwargs = awq.awq_load_kwargs(config, "cpu", backend=backend)
+    assert kwargs["config"].quantization_config["backend"] == backend
+    model = AutoModelForImageTextToText.from_pretrained(awq_dir, **kwargs).eval()
+    assert {type(model.get_submodule(n)).__name__ for n in awq.quantized_module_names(model)} == {kernel}
+    assert (_logits(model, torch.bfloat16) - reference_logits).abs().max().item() <= LOGIT_ATOL
 
 
 # -- quantization ----------------------------------------------------------------------------------------
