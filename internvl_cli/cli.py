@@ -111,8 +111,10 @@ PasswordOpt = typer.Option(None, "--password", envvar="INTERNVL_PDF_PASSWORD",
 MinTilesOpt = typer.Option(None, "--min-tiles", help="Fewest 448px tiles per page (default from the model, 1).")
 MaxTilesOpt = typer.Option(None, "--max-tiles", help="Most 448px tiles per page, up to 40 (default from the model, 12).")
 MaxNewTokensOpt = typer.Option(1024, "--max-new-tokens", help="Longest answer per page, in tokens.")
-BatchOpt = typer.Option(8, "--batch-size", help="Most pages per GPU batch.")
-BatchTilesOpt = typer.Option(64, "--batch-tiles", help="Most tiles per GPU batch (bounds GPU memory).")
+BatchOpt = typer.Option(None, "--batch-size", help="Most pages per GPU batch (default: from the GPU memory free "
+                        "after loading; 8 on the CPU).")
+BatchTilesOpt = typer.Option(None, "--batch-tiles", help="Most tiles per GPU batch, bounds GPU memory (default: from "
+                             "free GPU memory; 64 on the CPU).")
 AwqKernelOpt = typer.Option("auto", "--awq-kernel", envvar="INTERNVL_AWQ_KERNEL",
                             help="AWQ kernel: auto (see `internvl doctor`), marlin, machete, exllamav2, gemm, "
                                  "triton, torch, cpu-int4.")
@@ -178,7 +180,7 @@ def ocr(
     max_new_tokens: int = MaxNewTokensOpt,
     output: Optional[Path] = OutputOpt, include: list[str] = IncludeOpt, exclude: list[str] = ExcludeOpt,
     force: bool = ForceOpt, retry_failed: bool = RetryOpt, wait: bool = WaitOpt,
-    batch_size: int = BatchOpt, batch_tiles: int = BatchTilesOpt,
+    batch_size: Optional[int] = BatchOpt, batch_tiles: Optional[int] = BatchTilesOpt,
     awq_kernel: str = AwqKernelOpt,
 ) -> None:
     """Transcribe PDFs and images to markdown or text, page by page.
@@ -214,7 +216,7 @@ def chart(
     max_new_tokens: int = MaxNewTokensOpt,
     output: Optional[Path] = OutputOpt, include: list[str] = IncludeOpt, exclude: list[str] = ExcludeOpt,
     force: bool = ForceOpt, retry_failed: bool = RetryOpt, wait: bool = WaitOpt,
-    batch_size: int = BatchOpt, batch_tiles: int = BatchTilesOpt,
+    batch_size: Optional[int] = BatchOpt, batch_tiles: Optional[int] = BatchTilesOpt,
     awq_kernel: str = AwqKernelOpt,
 ) -> None:
     """Turn charts (images or PDF pages) into data tables.
@@ -259,7 +261,7 @@ def extract(
     max_tiles: Optional[int] = MaxTilesOpt, max_new_tokens: int = MaxNewTokensOpt,
     output: Optional[Path] = OutputOpt, include: list[str] = IncludeOpt, exclude: list[str] = ExcludeOpt,
     force: bool = ForceOpt, retry_failed: bool = RetryOpt, wait: bool = WaitOpt,
-    batch_size: int = BatchOpt, batch_tiles: int = BatchTilesOpt,
+    batch_size: Optional[int] = BatchOpt, batch_tiles: Optional[int] = BatchTilesOpt,
     awq_kernel: str = AwqKernelOpt,
 ) -> None:
     """Extract one schema-valid JSON record per document.

@@ -43,7 +43,7 @@ def test_the_engine_runs_the_tiny_awq_model_through_the_kernel_it_chose(awq_dir,
     engine.load()
     assert engine.kernel.kernel.name == expected and engine.describe()["awq_kernel"] == expected
     assert _kernels(engine.model) == {KERNELS[expected].label}
-    assert engine.describe()["attention"] == "sdpa"
+    assert engine.describe()["attention"] == "sdpa" and engine.batch_limits().pages == 8
     import numpy as np
 
     tiles = np.random.default_rng(0).standard_normal((2, 3, 448, 448)).astype("float32")

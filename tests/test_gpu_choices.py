@@ -277,3 +277,19 @@ def test_batch_limits_grow_with_free_memory_and_stay_sane():
     sizes = [default_batch_limits(gb * GiB, DIMS_8B).pages for gb in range(1, 80)]
     assert sizes == sorted(sizes)
     assert default_batch_limits(7 * GiB, DIMS_8B, max_tiles=40).tiles >= 41
+
+
+def test_a_run_takes_the_engines_limits_unless_the_user_gave_them():
+    from internvl_cli.engine.gpu import BatchLimits
+    from internvl_cli.runs.batch import BatchSettings, _run_options
+
+    class Engine:
+        def batch_limits(self):
+            return BatchLimits(20, 140, "test")
+
+    options = _run_options(BatchSettings(paths=["x"]), Engine())
+    assert (options.batch_size, options.max_batch_tiles, options.lookahead) == (20, 140, 40)
+    options = _run_options(BatchSettings(paths=["x"], batch_size=3), Engine())
+    assert (options.batch_size, options.max_batch_tiles) == (3, 140)
+    options = _run_options(BatchSettings(paths=["x"]), None)  # nothing to do: the model never loaded
+    assert (options.batch_size, options.max_batch_tiles) == (8, 64)

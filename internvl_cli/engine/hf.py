@@ -78,6 +78,18 @@ class TransformersEngine:
         if self.quantization:  # the AWQ kernels choose their own activation dtype (fp16 on CUDA)
             self.dtype = self.model.dtype
 
+    def batch_limits(self, max_tiles: int = 12, max_new_tokens: int = 1024):
+        """Default --batch-size / --batch-tiles for this model on its device (engine/gpu.py), after `load()`."""
+        from .gpu import CPU_BATCH, ModelDims, default_batch_limits
+        from .machine import free_gpu_bytes
+
+        free = free_gpu_bytes(self.device) if str(self.device).startswith("cuda") else None
+        if free is None:
+            return CPU_BATCH
+        dims = ModelDims.from_config(self._config, self.image_seq_length)
+        return default_batch_limits(free, dims, max_tiles=max_tiles, max_new_tokens=max_new_tokens,
+                                    attention=self.attention or "sdpa")
+
     def describe(self) -> dict:
         described = {
             "backend": "transformers",
