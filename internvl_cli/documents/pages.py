@@ -114,7 +114,9 @@ def open_pages(path: Path, *, password: str | None = None, pages: str | None = N
 
 
 def _open_pdf(path: Path, password: str | None):
-    import pymupdf
+    from .mupdf import import_pymupdf
+
+    pymupdf = import_pymupdf()
 
     pymupdf.TOOLS.mupdf_display_warnings(False)  # MuPDF would print repair chatter on our stderr
     pymupdf.TOOLS.mupdf_display_errors(False)
@@ -186,7 +188,9 @@ def _pdf_page(doc, path: Path, count: int, index: int) -> Page:
 
 def _render_pdf_page(page, width: int, height: int) -> Image.Image:
     """Rasterises straight at the requested pixel size (no oversized raster followed by a resize)."""
-    import pymupdf
+    from .mupdf import import_pymupdf
+
+    pymupdf = import_pymupdf()
 
     rect = page.rect
     matrix = pymupdf.Matrix(width / rect.width, height / rect.height)
