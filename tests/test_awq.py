@@ -319,23 +319,4 @@ def test_quantize_checks_its_arguments(tmp_path):
         _quantize(tmp_path / "remote", tmp_path / "dst", [], **args)
 
 
-# -- GPU -------------------------------------------------------------------------------------------------
-
-@needs_gptqmodel
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_awq_on_cuda_uses_a_cuda_kernel(awq_dir, reference_logits):
-    # The first run may JIT-compile gptqmodel's CUDA kernels (minutes, needs nvcc + ninja). The tiny widths
-    # (32-128) may be under the compiled kernels' tile minimums, so the kernel printed can be a fallback one.
-    model = _load(awq_dir, device="cuda")
-    kernels = {type(model.get_submodule(name)).__name__ for name in awq.quantized_module_names(model)}
-    print("AWQ kernel on CUDA:", kernels)
-    assert sorted(awq.quantized_module_names(model)) == LM_LINEARS
-    assert model.dtype == torch.float16
-    assert not kernels & {"TorchAtenAwqLinear", "TorchInt8AwqLinear"}, kernels  # the CPU-only kernels
-    assert next(model.model.language_model.parameters()).device.type == "cuda"
-    with torch.no_grad():
-        inputs = {k: v.to("cuda") for k, v in _inputs(model.config, torch.float16).items()}
-        logits = model(**inputs).logits.float().cpu()
-    # float16 CUDA kernels: same budget as bfloat16 on CPU (float16 has the finer mantissa).
-    assert (logits - reference_logits).abs().max().item() <= LOGIT_ATOL
+# GPU: tests/test_gpu_cuda.py loads this model on CUDA through each kernel the machine allows.

@@ -215,6 +215,11 @@ def test_no_gpu_at_all_runs_on_the_cpu_with_a_warning_for_large_models():
 
 
 def test_device_numbers():
+    from internvl_cli.errors import UsageError
+
+    for bad in ("tpu", "cuda:x", "cuda1"):
+        with pytest.raises(UsageError, match=f"--device {bad}"):
+            choose_device(cuda_machine(A10), bad)
     two = cuda_machine(gpus=(A10, replace(A10, index=1)))
     assert choose_device(two, "cuda:1").device == "cuda:1"
     with pytest.raises(ModelLoadError, match="numbered 0 to 1"):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from ..errors import ModelLoadError
+from ..errors import ModelLoadError, UsageError
 
 # ---------------------------------------------------------------------------------------------- the facts
 
@@ -95,6 +95,8 @@ def choose_device(machine: Machine, requested: str = "auto", model_bytes: int | 
             raise ModelLoadError(f"--device {requested}: torch sees {len(machine.gpus)} CUDA device(s), "
                                  f"numbered 0 to {len(machine.gpus) - 1}", hint="see `internvl doctor`")
         return DeviceChoice(requested, _describe_gpu(machine.gpus[index]))
+    if requested != "auto":
+        raise UsageError(f"--device {requested}: use auto, cpu, cuda or cuda:N")
     if machine.gpus:
         return DeviceChoice("cuda", _describe_gpu(machine.gpus[0]))
     if machine.driver.present:
@@ -107,7 +109,7 @@ def choose_device(machine: Machine, requested: str = "auto", model_bytes: int | 
 def _cuda_index(device: str) -> int:
     match = re.fullmatch(r"cuda(?::(\d+))?", device)
     if not match:
-        raise ModelLoadError(f"--device {device}: not a CUDA device name (use cuda or cuda:N)")
+        raise UsageError(f"--device {device}: not a CUDA device name (use cuda or cuda:N)")
     return int(match.group(1) or 0)
 
 
