@@ -361,7 +361,7 @@ def _compiler_free_kernel(machine: Machine, gpu: Gpu | None, device: str, dtype:
 def _cpu_kernel(machine: Machine, dtype: str, forced: str) -> KernelChoice:
     if forced != "auto" and KERNELS[forced].cuda:
         raise ModelLoadError(f"--awq-kernel {forced} runs on CUDA GPUs only",
-                             hint="on the CPU use cpu-int4 or torch (or auto)")
+                             hint="on the CPU use cpu-int4, torch or auto")
     if forced == "torch":
         return KernelChoice(KERNELS["torch"], "cpu", "asked for with --awq-kernel torch", dtype=dtype)
     if not machine.cpu_int4pack:
