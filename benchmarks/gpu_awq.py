@@ -291,8 +291,9 @@ def page_requests(first: int, count: int, tiling, max_new_tokens: int, loop_stop
 # ----------------------------------------------------------------------------- measuring
 
 
-def measure(variant: str, path: Path, args) -> dict:
-    """Loads one variant through the project's engine, warms it up, then times --pages pages."""
+def measure(variant: str, path: Path, args, awq_kernel: str = "auto") -> dict:
+    """Loads one variant through the project's engine (AWQ with `awq_kernel`), warms it up, then times --pages
+    pages. The load time includes building a compiled kernel when its build was not cached yet."""
     import torch
     from internvl_cli.engine import load_engine
 
@@ -301,7 +302,8 @@ def measure(variant: str, path: Path, args) -> dict:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(args.device)
     # bf16 explicitly: on CPU the engine would otherwise compute a plain checkpoint in float32.
-    engine = load_engine(str(path), device=args.device, dtype="bfloat16" if variant == "bf16" else "auto")
+    engine = load_engine(str(path), device=args.device, dtype="bfloat16" if variant == "bf16" else "auto",
+                         awq_kernel=awq_kernel)
     started = time.perf_counter()
     engine.load()
     load_s = time.perf_counter() - started
@@ -313,8 +315,11 @@ def measure(variant: str, path: Path, args) -> dict:
     engine.generate(page_requests(10**6, args.batch_size, tiling, WARMUP_TOKENS, not args.no_repetition_stop))
     generated.clear()
     results, seconds, tiles = _timed_run(engine, tiling, args, torch, cuda)
+    choice = getattr(engine, "kernel", None)
+    label = variant if variant == "bf16" else f"awq:{choice.kernel.name if choice else awq_kernel}"
     return {
-        "variant": variant, "describe": engine.describe(), "weights_gb": tensor_bytes(engine.model) / 1e9,
+        "variant": label, "describe": engine.describe(), "weights_gb": tensor_bytes(engine.model) / 1e9,
+        "built": "-" if choice is None else ("built" if choice.compile else "no"),
         "load_s": load_s, "load_peak_gb": load_peak,
         "run_peak_gb": torch.cuda.max_memory_allocated(args.device) / 1e9 if cuda else None,
         "seconds": seconds, "pages": len(results), "tiles": tiles,
@@ -405,12 +410,12 @@ def report(results: list[dict], args) -> None:
     gb = lambda value: "-" if value is None else f"{value:.2f}"  # noqa: E731
     rows = [
         [r["variant"], gb(r["weights_gb"]), gb(r["load_peak_gb"]), gb(r["run_peak_gb"]), f"{r['load_s']:.1f}",
-         f"{r['pages'] / r['seconds']:.3f}", f"{r['new_tokens'] / r['seconds']:.1f}", r["kernel"]]
+         r["built"], f"{r['pages'] / r['seconds']:.3f}", f"{r['new_tokens'] / r['seconds']:.1f}", r["kernel"]]
         for r in results
     ]
     print()
-    _common.print_table(["variant", "weights GB", "load peak GB", "run peak GB", "load s", "pages/s",
-                         "new tok/s", "AWQ kernel"], rows)
+    _common.print_table(["variant", "weights GB", "load peak GB", "run peak GB", "load s", "kernel build",
+                         "pages/s", "new tok/s", "AWQ kernel class"], rows)
     print()
     for r in results:
         finish = ", ".join(f"{k} {v}" for k, v in sorted(r["finish"].items()))
@@ -421,6 +426,8 @@ def report(results: list[dict], args) -> None:
               f"finish: {finish}")
     if args.device == "cpu":
         print("peak GB columns are CUDA allocator figures: not measured on CPU")
+    if any(r["built"] == "built" for r in results):
+        print("'kernel build: built' rows include compiling that kernel (cold); run again for the cached load time")
 
 
 def environment_line(args) -> str:
@@ -457,12 +464,16 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--no-repetition-stop", action="store_true",
                         help="turn the engine's loop detector off, so rows run to --max-new-tokens (or EOS)")
     parser.add_argument("--rebuild", action="store_true", help="build the checkpoints again even if cached")
+    parser.add_argument("--awq-kernels", default="auto",
+                        help="comma-separated --awq-kernel values to measure the awq variant with, e.g. "
+                        "auto,triton,marlin,torch (default auto: the one a run would choose)")
     args = parser.parse_args()
     args.pages = args.pages or (4 if args.tiny else 32)
     args.batch_size = args.batch_size or (2 if args.tiny else 8)
     # tiny hidden size 64 is not a multiple of 128; gptqmodel's CPU kernel needs groups of 32 or more.
     args.group_size = args.group_size or (32 if args.tiny else 128)
     args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    args.awq_kernels = [k.strip() for k in args.awq_kernels.split(",") if k.strip()] or ["auto"]
     if min(args.pages, args.batch_size, args.max_new_tokens) < 1:
         parser.error("--pages, --batch-size and --max-new-tokens must be at least 1")
     unknown = set(args.variants) - {"bf16", "awq"}
@@ -503,10 +514,11 @@ def main() -> None:
           f"{'off' if args.no_repetition_stop else 'on'}, AWQ group {args.group_size}")
     results = []
     for variant in args.variants:
-        result = measure(variant, dirs[variant], args)
-        release(result)
-        results.append(result)
-        print(f"  {variant}: {result['pages'] / result['seconds']:.3f} pages/s", file=sys.stderr)
+        for kernel in args.awq_kernels if variant == "awq" else ["auto"]:
+            result = measure(variant, dirs[variant], args, kernel)
+            release(result)
+            results.append(result)
+            print(f"  {result['variant']}: {result['pages'] / result['seconds']:.3f} pages/s", file=sys.stderr)
     report(results, args)
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import traceback
 from contextlib import contextmanager
@@ -77,6 +78,27 @@ def main_options(
 ) -> None:
     _state["verbose"] = verbose
     _state["quiet"] = quiet
+    _setup_logging(verbose, quiet)
+
+
+class _StderrLines(logging.Handler):
+    """The core's notes (`internvl_cli` logger) as `internvl: ...` lines on stderr: INFO is progress (hidden by
+    -q), WARNING always shows, DEBUG only with -v."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        prefix = "internvl: warning: " if record.levelno >= logging.WARNING else "internvl: "
+        _err(prefix + record.getMessage())
+
+
+def _setup_logging(verbose: bool, quiet: bool) -> None:
+    from .engine.quiet import set_third_party_verbose
+
+    set_third_party_verbose(verbose)  # -v lets torch, transformers and gptqmodel speak too
+    logger = logging.getLogger("internvl_cli")
+    if not any(isinstance(h, _StderrLines) for h in logger.handlers):
+        logger.addHandler(_StderrLines())
+    logger.propagate = False
+    logger.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
 
 
 # ----------------------------------------------------------------------------- shared options
@@ -122,8 +144,13 @@ LoopLinesOpt = typer.Option(_RULE.max_lines, "--loop-lines", rich_help_panel=_LO
 LoopLineCharsOpt = typer.Option(_RULE.max_line_chars, "--loop-line-chars", rich_help_panel=_LOOPS,
                                 help=f"A short unit (up to {_RULE.short_unit_chars} characters) repeating within "
                                      "one line over more than this many characters is a loop.")
-BatchOpt = typer.Option(8, "--batch-size", help="Most pages per GPU batch.")
-BatchTilesOpt = typer.Option(64, "--batch-tiles", help="Most tiles per GPU batch (bounds GPU memory).")
+BatchOpt = typer.Option(None, "--batch-size", help="Most pages per GPU batch (default: from the GPU memory free "
+                        "after loading; 8 on the CPU).")
+BatchTilesOpt = typer.Option(None, "--batch-tiles", help="Most tiles per GPU batch, bounds GPU memory (default: from "
+                             "free GPU memory; 64 on the CPU).")
+AwqKernelOpt = typer.Option("auto", "--awq-kernel", envvar="INTERNVL_AWQ_KERNEL",
+                            help="AWQ kernel: auto (see `internvl doctor`), marlin, machete, exllamav2, gemm, "
+                                 "triton, torch, cpu-int4.")
 OutputOpt = typer.Option(None, "--output", "-o", help="Write one file per document into this directory "
                          "(with a ledger, so reruns skip finished documents) instead of stdout.")
 IncludeOpt = typer.Option([], "--include", help="Only documents whose relative path or name matches this glob "
@@ -158,11 +185,12 @@ def _engine_settings(engine: str, servers: list[str], concurrency: int, request_
                           data_parallel_size=data_parallel, max_images=max_images)
 
 
-def _open_engine(model: str, device: str, dtype: str, settings=None):
-    """Resolves the checkpoint and reads its configs; the weights load only once there is work to do."""
+def _open_engine(model: str, device: str, dtype: str, settings=None, awq_kernel: str | None = None):
+    """Resolves the checkpoint and reads its configs; the weights load only once there is work to do
+    (`awq_kernel` None: they never will, as for `inspect`)."""
     from .engine import load_engine
 
-    return load_engine(model, device=device, dtype=dtype, settings=settings)
+    return load_engine(model, device=device, dtype=dtype, settings=settings, awq_kernel=awq_kernel)
 
 
 def _note(message: str) -> None:
@@ -207,7 +235,8 @@ def ocr(
     max_new_tokens: int = MaxNewTokensOpt,
     output: Optional[Path] = OutputOpt, include: list[str] = IncludeOpt, exclude: list[str] = ExcludeOpt,
     force: bool = ForceOpt, retry_failed: bool = RetryOpt, wait: bool = WaitOpt,
-    batch_size: int = BatchOpt, batch_tiles: int = BatchTilesOpt,
+    batch_size: Optional[int] = BatchOpt, batch_tiles: Optional[int] = BatchTilesOpt,
+    awq_kernel: str = AwqKernelOpt,
     engine_name: str = EngineOpt, servers: list[str] = ServerOpt, concurrency: int = ConcurrencyOpt,
     request_timeout: float = TimeoutOpt, tensor_parallel: int = TensorParallelOpt,
     data_parallel: int = DataParallelOpt,
@@ -237,7 +266,7 @@ def ocr(
         loop = _loop_rule(loop_stop, loop_repeats, loop_tokens, loop_chars, loop_lines, loop_line_chars)
         system_text = resolve_system(system, no_system)
         engine = _open_engine(model, device, dtype, _engine_settings(
-            engine_name, servers, concurrency, request_timeout, tensor_parallel, data_parallel))
+            engine_name, servers, concurrency, request_timeout, tensor_parallel, data_parallel), awq_kernel)
         options = _page_options(engine, pages, password, min_tiles, max_tiles, max_new_tokens, frames, loop,
                                system_text)
         suffix = {"markdown": ".md", "text": ".txt", "jsonl": ".jsonl"}[fmt]
@@ -256,7 +285,8 @@ def chart(
     max_new_tokens: int = MaxNewTokensOpt,
     output: Optional[Path] = OutputOpt, include: list[str] = IncludeOpt, exclude: list[str] = ExcludeOpt,
     force: bool = ForceOpt, retry_failed: bool = RetryOpt, wait: bool = WaitOpt,
-    batch_size: int = BatchOpt, batch_tiles: int = BatchTilesOpt,
+    batch_size: Optional[int] = BatchOpt, batch_tiles: Optional[int] = BatchTilesOpt,
+    awq_kernel: str = AwqKernelOpt,
     engine_name: str = EngineOpt, servers: list[str] = ServerOpt, concurrency: int = ConcurrencyOpt,
     request_timeout: float = TimeoutOpt, tensor_parallel: int = TensorParallelOpt,
     data_parallel: int = DataParallelOpt,
@@ -286,7 +316,7 @@ def chart(
         loop = _loop_rule(loop_stop, loop_repeats, loop_tokens, loop_chars, loop_lines, loop_line_chars)
         system_text = resolve_system(system, no_system)
         engine = _open_engine(model, device, dtype, _engine_settings(
-            engine_name, servers, concurrency, request_timeout, tensor_parallel, data_parallel))
+            engine_name, servers, concurrency, request_timeout, tensor_parallel, data_parallel), awq_kernel)
         options = _page_options(engine, pages, password, min_tiles, max_tiles, max_new_tokens, frames, loop,
                                system_text)
         suffix = {"csv": ".csv", "markdown": ".md", "json": ".jsonl"}[fmt]
@@ -312,7 +342,8 @@ def extract(
     max_tiles: Optional[int] = MaxTilesOpt, max_new_tokens: int = MaxNewTokensOpt,
     output: Optional[Path] = OutputOpt, include: list[str] = IncludeOpt, exclude: list[str] = ExcludeOpt,
     force: bool = ForceOpt, retry_failed: bool = RetryOpt, wait: bool = WaitOpt,
-    batch_size: int = BatchOpt, batch_tiles: int = BatchTilesOpt,
+    batch_size: Optional[int] = BatchOpt, batch_tiles: Optional[int] = BatchTilesOpt,
+    awq_kernel: str = AwqKernelOpt,
     engine_name: str = EngineOpt, servers: list[str] = ServerOpt, concurrency: int = ConcurrencyOpt,
     request_timeout: float = TimeoutOpt, tensor_parallel: int = TensorParallelOpt,
     data_parallel: int = DataParallelOpt,
@@ -348,7 +379,7 @@ def extract(
         system_text = resolve_system(system, no_system)
         engine = _open_engine(model, device, dtype, _engine_settings(
             engine_name, servers, concurrency, request_timeout, tensor_parallel, data_parallel,
-            max_images=window_pages))
+            max_images=window_pages), awq_kernel)
         options = ExtractOptions(
             tiling=engine.tiling.with_limits(None, max_tiles),
             sampling=Sampling(max_new_tokens=max_new_tokens, loop=loop),
@@ -486,12 +517,27 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print JSON lines.
 
 
 @app.command()
-def doctor(as_json: bool = typer.Option(False, "--json", help="Print the report as JSON.")) -> None:
-    """Check this machine: torch, CUDA and GPU memory, key package versions, AWQ kernels, which presets fit."""
-    from .diagnostics import diagnose
+def doctor(
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    warm: bool = typer.Option(False, "--warm", help="Build the AWQ kernel a run would use now (minutes, once), so "
+                              "that the first real run, a cron job say, does not wait for it."),
+    device: str = DeviceOpt, awq_kernel: str = AwqKernelOpt,
+) -> None:
+    """Check this machine and say what a run would do: torch and its CUDA build, the NVIDIA driver, GPUs, the
+    device, dtype, attention and AWQ kernel a run would pick (and why), compilers, cached kernels, presets that fit.
+
+    \b
+    Examples:
+      internvl doctor
+      internvl doctor --warm          # compile the AWQ kernel ahead of the first run
+      internvl doctor --awq-kernel triton
+    """
+    from .diagnostics import diagnose, warm as warm_kernel
 
     with _exit_on_error():
-        report = diagnose()
+        report = diagnose(device=device, awq_kernel=awq_kernel)
+        if warm:
+            report["warm"] = warm_kernel(device=device, awq_kernel=awq_kernel)
         if as_json:
             typer.echo(json.dumps(report, indent=2))
             return

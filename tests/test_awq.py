@@ -222,15 +222,22 @@ def test_missing_gptqmodel_says_how_to_install(monkeypatch):
     monkeypatch.setattr(importlib.metadata, "version", not_installed)
     with pytest.raises(ModelLoadError, match="gptqmodel") as info:
         awq.awq_load_kwargs({"model_type": "internvl", "quantization_config": {"quant_method": "awq"}}, "cpu")
-    assert "pip install" in info.value.hint
-    usable, line = awq.awq_kernel_status("cpu")
-    assert not usable and "gptqmodel" in line
+    assert 'pip install "internvl-cli[awq]"' in info.value.hint
 
 
 @needs_gptqmodel
-def test_kernel_status_on_cpu():
-    usable, line = awq.awq_kernel_status("cpu")
-    assert usable and "TorchAtenAwqLinear" in line, line
+@pytest.mark.parametrize("backend, kernel", [("torch_fused_awq", "TorchFusedAwqLinear"),
+                                             ("torch_awq", "AwqTorchLinear")])
+def test_the_backend_named_in_the_config_is_the_kernel_that_loads(awq_dir, reference_logits, backend, kernel):
+    """gptqmodel's selector is skipped: the quantization config's `backend` decides the kernel class."""
+    from transformers import AutoModelForImageTextToText
+
+    config = json.loads((awq_dir / "config.json").read_text())
+    kwargs = awq.awq_load_kwargs(config, "cpu", backend=backend)
+    assert kwargs["config"].quantization_config["backend"] == backend
+    model = AutoModelForImageTextToText.from_pretrained(awq_dir, **kwargs).eval()
+    assert {type(model.get_submodule(n)).__name__ for n in awq.quantized_module_names(model)} == {kernel}
+    assert (_logits(model, torch.bfloat16) - reference_logits).abs().max().item() <= LOGIT_ATOL
 
 
 # -- quantization ----------------------------------------------------------------------------------------
@@ -312,23 +319,4 @@ def test_quantize_checks_its_arguments(tmp_path):
         _quantize(tmp_path / "remote", tmp_path / "dst", [], **args)
 
 
-# -- GPU -------------------------------------------------------------------------------------------------
-
-@needs_gptqmodel
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_awq_on_cuda_uses_a_cuda_kernel(awq_dir, reference_logits):
-    # The first run may JIT-compile gptqmodel's CUDA kernels (minutes, needs nvcc + ninja). The tiny widths
-    # (32-128) may be under the compiled kernels' tile minimums, so the kernel printed can be a fallback one.
-    model = _load(awq_dir, device="cuda")
-    kernels = {type(model.get_submodule(name)).__name__ for name in awq.quantized_module_names(model)}
-    print("AWQ kernel on CUDA:", kernels)
-    assert sorted(awq.quantized_module_names(model)) == LM_LINEARS
-    assert model.dtype == torch.float16
-    assert not kernels & {"TorchAtenAwqLinear", "TorchInt8AwqLinear"}, kernels  # the CPU-only kernels
-    assert next(model.model.language_model.parameters()).device.type == "cuda"
-    with torch.no_grad():
-        inputs = {k: v.to("cuda") for k, v in _inputs(model.config, torch.float16).items()}
-        logits = model(**inputs).logits.float().cpu()
-    # float16 CUDA kernels: same budget as bfloat16 on CPU (float16 has the finer mantissa).
-    assert (logits - reference_logits).abs().max().item() <= LOGIT_ATOL
+# GPU: tests/test_gpu_cuda.py loads this model on CUDA through each kernel the machine allows.

@@ -141,7 +141,9 @@ def open_pages(path: Path, *, password: str | None = None, pages: str | None = N
 
 
 def _open_pdf(path: Path, password: str | None):
-    import pymupdf
+    from .mupdf import import_pymupdf
+
+    pymupdf = import_pymupdf()
 
     pymupdf.TOOLS.mupdf_display_warnings(False)  # MuPDF would print repair chatter on our stderr
     pymupdf.TOOLS.mupdf_display_errors(False)
@@ -272,7 +274,9 @@ def _int_key(doc, xref: int, key: str) -> int:
 
 def _render_pdf_page(page, width: int, height: int) -> Image.Image:
     """Rasterises straight at the requested pixel size (no oversized raster followed by a resize)."""
-    import pymupdf
+    from .mupdf import import_pymupdf
+
+    pymupdf = import_pymupdf()
 
     rect = page.rect
     matrix = pymupdf.Matrix(width / rect.width, height / rect.height)

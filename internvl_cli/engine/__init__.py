@@ -40,10 +40,12 @@ def check_constraint(constraint: Constraint, source: str = "<schema>") -> tuple[
 
 
 def load_engine(model: str | None, device: str = "auto", dtype: str = "auto", revision: str | None = None,
-                settings: EngineSettings | None = None) -> Engine:
+                settings: EngineSettings | None = None, awq_kernel: str | None = "auto") -> Engine:
     """Resolves `model` (preset, hub id or local path) for the chosen backend (transformers by default);
     weights load on `load()` or on the first `generate()`. For `server`, `model` names the served model
-    (optional when the servers serve one) and, when it is a local checkpoint, supplies the tiling settings."""
+    (optional when the servers serve one) and, when it is a local checkpoint, supplies the tiling settings.
+    `awq_kernel` forces one of engine/gpu.py's KERNELS for AWQ checkpoints on the transformers engine; None
+    means the engine will not generate (only its configs are read), so AWQ support is not checked."""
     settings = settings or EngineSettings()
     if settings.kind not in ENGINE_NAMES:
         raise UsageError(f"--engine must be one of {', '.join(ENGINE_NAMES)} (got '{settings.kind}')")
@@ -54,9 +56,12 @@ def load_engine(model: str | None, device: str = "auto", dtype: str = "auto", re
     from ..models.checkpoints import resolve_checkpoint
     from .hf import TransformersEngine
 
+    if awq_kernel is not None and settings.kind == "hf":  # vLLM runs AWQ on its own kernels
+        _check_awq_support(model)
     model_dir, model_id = resolve_checkpoint(model, revision)
     if settings.kind == "hf":
-        return TransformersEngine(model_dir, model_id, device=device, dtype=dtype)
+        return TransformersEngine(model_dir, model_id, device=device, dtype=dtype,
+                                  awq_kernel=awq_kernel or "auto")
     if device not in ("auto", "cuda", "cpu"):
         raise UsageError("--engine vllm places the model itself: use --tensor-parallel-size and "
                          "CUDA_VISIBLE_DEVICES instead of --device")
@@ -113,3 +118,21 @@ def engine_status() -> dict[str, str]:
             status["vllm"] = f"installed ({version}) but fails to import: {type(exc).__name__}: {exc}"[:300]
     status["server"] = "ok (standard library HTTP client; needs a running OpenAI-compatible server)"
     return status
+
+
+def _check_awq_support(model: str) -> None:
+    """An AWQ preset without gptqmodel fails here, in one line, before its checkpoint is downloaded."""
+    from importlib import metadata
+
+    from ..errors import ModelLoadError
+    from ..models.presets import find_preset
+    from .awq import INSTALL_HINT
+
+    preset = find_preset(model)
+    if preset is None or preset.quantization != "awq":
+        return
+    try:
+        metadata.version("gptqmodel")
+    except metadata.PackageNotFoundError:
+        raise ModelLoadError(f"{preset.name} is an AWQ checkpoint, which needs the gptqmodel package",
+                             hint=INSTALL_HINT) from None

@@ -1,12 +1,15 @@
-"""Step 3, engines: what loading an AWQ (4-bit GEMM) InternVL checkpoint through transformers + gptqmodel needs."""
+"""Step 3, engines: what loading an AWQ (4-bit GEMM) InternVL checkpoint through transformers + gptqmodel needs:
+the config fixes, the kernel named explicitly, and building a compiled kernel with a note and progress."""
 from __future__ import annotations
 
 import contextlib
 import copy
 import importlib.metadata
-import shutil
+import logging
 import sys
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ModelLoadError, short_reason
@@ -14,6 +17,10 @@ from ..errors import ModelLoadError, short_reason
 if TYPE_CHECKING:  # heavy imports, only for annotations
     import torch
     from transformers import PretrainedConfig
+
+    from .gpu import KernelChoice
+
+log = logging.getLogger("internvl_cli.engine")
 
 # The modules that stay 16-bit, named as they are at run time in transformers 5.x. transformers matches
 # `modules_to_not_convert` against these runtime names, so checkpoint-style names ("vision_tower", "mlp1")
@@ -32,11 +39,8 @@ _RUNTIME_PREFIXES: tuple[tuple[str, str], ...] = (
 
 # 7.7 needs torch >= 2.14.1; an unpinned install could upgrade torch, so the range is closed.
 GPTQMODEL_REQUIREMENT = "gptqmodel>=7.6,<7.7"
-INSTALL_HINT = (
-    f'it is a dependency of internvl-cli: pip install "{GPTQMODEL_REQUIREMENT}", or without its heavy extras: '
-    f'pip install pypcre logbar device-smi tokenicer defuser threadpoolctl accelerate requests && '
-    f'pip install --no-deps "{GPTQMODEL_REQUIREMENT}"'
-)
+# gptqmodel is the `awq` extra (README "Install" says why); the hint names the extra and the bare package.
+INSTALL_HINT = f'install AWQ support: pip install "internvl-cli[awq]" (or pip install "{GPTQMODEL_REQUIREMENT}")'
 
 
 def quantization_config_of(config: dict) -> dict | None:
@@ -62,11 +66,15 @@ def runtime_module_name(name: str) -> str:
     return name
 
 
-def fixed_quantization_config(config: dict) -> dict:
-    """A copy of the AWQ block whose `modules_to_not_convert` uses runtime names and always keeps vision in 16-bit."""
+def fixed_quantization_config(config: dict, backend: str | None = None) -> dict:
+    """A copy of the AWQ block whose `modules_to_not_convert` uses runtime names and always keeps vision in 16-bit,
+    and whose `backend` names the kernel (transformers hands it to gptqmodel's `normalize_backend`, and gptqmodel
+    then skips its own selector, which can download CUTLASS or pick a kernel that cannot be compiled here)."""
     block = copy.deepcopy(quantization_config_of(config) or {})
     names = [runtime_module_name(n) for n in block.get("modules_to_not_convert") or []]
     block["modules_to_not_convert"] = list(dict.fromkeys([*RUNTIME_SKIPS, *names]))
+    if backend is not None:
+        block["backend"] = backend
     return block
 
 
@@ -93,26 +101,18 @@ def require_gptqmodel() -> str:
     except importlib.metadata.PackageNotFoundError:
         raise ModelLoadError("AWQ checkpoints need the gptqmodel package, which is not installed",
                              hint=INSTALL_HINT) from None
+    from .quiet import quiet_imported_libraries, quiet_logbar, quiet_third_party
+
+    quiet_third_party()  # its banner and notices come at import time
+    quiet_logbar()
     try:
         with gptqmodel_output_to_stderr():
             import gptqmodel  # noqa: F401
     except Exception as exc:  # a broken install raises anything from ImportError to RuntimeError
         raise ModelLoadError(f"gptqmodel {version} is installed but does not import ({short_reason(exc)})",
                              hint=INSTALL_HINT) from None
-    _quiet_gptqmodel_logs()
+    quiet_imported_libraries()
     return version
-
-
-def _quiet_gptqmodel_logs() -> None:
-    """gptqmodel logs every kernel choice at INFO through LogBar (a logging.Logger); keep warnings only."""
-    import logging
-
-    try:
-        from logbar import LogBar
-
-        LogBar.shared().setLevel(logging.WARNING)
-    except Exception:  # cosmetic: a LogBar without this API must not stop a model from loading
-        pass
 
 
 @contextlib.contextmanager
@@ -133,23 +133,24 @@ def awq_dtype(device: str, requested: Any = None) -> torch.dtype:
     return torch.float16 if requested in (torch.float16, "float16", "fp16") else torch.bfloat16
 
 
-def awq_load_kwargs(config: dict, device: str, dtype: Any = None) -> dict:
+def awq_load_kwargs(config: dict, device: str, dtype: Any = None, backend: str | None = None) -> dict:
     """Keyword arguments for `AutoModelForImageTextToText.from_pretrained` of an AWQ checkpoint on `device`.
 
     Returns dtype, device_map (the AWQ kernel is chosen for the device_map's device, so it must be given
     rather than moving the model afterwards) and a config whose quantization block names the 16-bit modules
-    by runtime name (a `quantization_config=` argument cannot change them: transformers keeps the checkpoint's).
+    by runtime name (a `quantization_config=` argument cannot change them: transformers keeps the checkpoint's)
+    and, when given, the kernel's `backend`.
     """
     check_awq_config(config, device)
     require_gptqmodel()
     return {
         "dtype": awq_dtype(device, dtype),
         "device_map": device,
-        "config": pretrained_config(config),
+        "config": pretrained_config(config, backend),
     }
 
 
-def pretrained_config(config: dict) -> PretrainedConfig:
+def pretrained_config(config: dict, backend: str | None = None) -> PretrainedConfig:
     """A transformers config object built from config.json's dict, with the AWQ block fixed (see RUNTIME_SKIPS)."""
     from transformers import AutoConfig
 
@@ -157,55 +158,93 @@ def pretrained_config(config: dict) -> PretrainedConfig:
     model_type = data.pop("model_type")
     for holder in (data, data.get("text_config") or {}, data.get("llm_config") or {}):
         holder.pop("quantization_config", None)
-    data["quantization_config"] = fixed_quantization_config(config)
+    data["quantization_config"] = fixed_quantization_config(config, backend)
     return AutoConfig.for_model(model_type, **data)
 
 
-def awq_kernel_status(device: str | None = None, *, allow_compile: bool = False) -> tuple[bool, str]:
-    """(usable, one line): whether gptqmodel imports and which AWQ kernel a load on `device` would pick.
+# ---------------------------------------------------------------------------------------------- kernels
 
-    On CUDA, picking a kernel may JIT-compile gptqmodel's CUDA extensions (needs nvcc >= 12.8 and ninja,
-    minutes the first time, cached afterwards), so by default only the prerequisites are reported there.
+
+class KernelBuildError(ModelLoadError):
+    """A compiled AWQ kernel failed to build (toolchain, headers, a download it needed)."""
+
+
+# How often a long build says it is still at work, in seconds.
+BUILD_HEARTBEAT = 30.0
+
+
+def build_kernel(choice: KernelChoice, *, heartbeat: float = BUILD_HEARTBEAT,
+                 compile_extension: Callable[[str], None] | None = None) -> None:
+    """Compile (or load from gptqmodel's cache) the torch.ops extension `choice` needs, before the model loads,
+    so that a failure is ours to handle. Says so in one line, then every `heartbeat` seconds, then the outcome.
+
+    gptqmodel caches builds under ~/.cache/gptqmodel/torch_extensions (GPTQMODEL_TORCH_EXTENSIONS_DIR),
+    keyed by torch, CUDA, GPU architecture and source; a second run only loads the library.
     """
-    try:
-        version = require_gptqmodel()
-    except ModelLoadError as exc:
-        return False, exc.one_line()
-    import torch
+    from .machine import kernel_cache_dir, ninja_on_path
 
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        return False, f"gptqmodel {version}; torch sees no CUDA GPU"
-    if device.startswith("cuda") and not allow_compile:
-        return True, f"gptqmodel {version}; CUDA: {_cuda_toolchain_line()}"
+    extension = choice.extension
+    if extension is None:
+        return
+    name = choice.kernel.name
+    if not choice.compile:
+        log.debug("loading the cached %s kernel", name)
+    else:
+        about = f"about {choice.kernel.build_seconds // 60} min, " if choice.kernel.build_seconds >= 90 else ""
+        log.info("compiling the %s AWQ kernel for this GPU (once: %scached in %s) ...", name, about,
+                 kernel_cache_dir())
+        if choice.note:
+            log.info("%s", choice.note)
+    ninja_on_path()
+    started = time.monotonic()
+    done = threading.Event()
+
+    def still_compiling() -> None:
+        while not done.wait(heartbeat):
+            log.info("still compiling %s (%.0f s)", name, time.monotonic() - started)
+
+    ticker = threading.Thread(target=still_compiling, name="kernel-build-progress", daemon=True)
+    if choice.compile:
+        ticker.start()
     try:
-        kernel = _select_kernel(device)
+        with gptqmodel_output_to_stderr():
+            (compile_extension or _gptqmodel_build)(extension)
     except Exception as exc:
-        return False, f"gptqmodel {version} imports but has no AWQ kernel for {device} ({short_reason(exc)})"
-    return True, f"gptqmodel {version}; AWQ GEMM kernel on {device}: {kernel}"
+        log.debug("building %s failed: %s", extension, exc)
+        raise KernelBuildError(f"the {name} AWQ kernel did not build ({short_reason(exc)})",
+                               hint="`internvl -v doctor --warm` shows the compiler's output") from exc
+    finally:
+        done.set()
+        if ticker.is_alive():
+            ticker.join()
+    if choice.compile:
+        log.info("%s kernel ready (%.0f s)", name, time.monotonic() - started)
 
 
-def _select_kernel(device: str) -> str:
-    """Ask gptqmodel the same question transformers asks when it replaces Linear layers."""
-    with gptqmodel_output_to_stderr():
-        from gptqmodel.quantization import METHOD
-        from gptqmodel.utils.importer import hf_select_quant_linear_v2
+def _gptqmodel_build(extension: str) -> None:
+    """gptqmodel's public JIT API: builds once, reuses its cache afterwards, raises RuntimeError on failure."""
+    require_gptqmodel()
+    from gptqmodel import extension as api
 
-        cls = hf_select_quant_linear_v2(
-            bits=4, group_size=128, desc_act=False, sym=False, format="gemm", quant_method=METHOD.AWQ,
-            zero_point=True, backend="auto", device_map={"": device}, pack=False,
-        )
-    return cls.__name__
+    results = api.load(extension)
+    if not results.get(extension):
+        raise RuntimeError(api.error(extension) or f"{extension} did not load")
 
 
-def _cuda_toolchain_line() -> str:
-    """What decides the CUDA kernel: gptqmodel JIT-compiles its fast ones (Marlin, AWQ GEMM) with nvcc + ninja."""
-    nvcc = shutil.which("nvcc")
-    ninja = shutil.which("ninja")
-    if nvcc and ninja:
-        return f"nvcc and ninja found: the compiled kernels (Marlin) build on first load ({nvcc})"
-    missing = " and ".join(n for n, p in (("nvcc", nvcc), ("ninja", ninja)) if not p)
-    return f"{missing} not found: only kernels that need no compiler (Triton, torch) are available, slower"
+def load_with_kernel(choice: KernelChoice, load: Callable[[KernelChoice], Any]) -> tuple[Any, KernelChoice]:
+    """Build the chosen kernel and load the model with it; where a build or a load with a compiled kernel fails
+    and a compiler-free kernel exists (auto choices carry one), say so and load with that instead."""
+    try:
+        if choice.extension is not None:
+            build_kernel(choice)
+        return load(choice), choice
+    except Exception as exc:
+        fallback = choice.fallback
+        if fallback is None:
+            raise
+        reason = exc.message if isinstance(exc, ModelLoadError) else short_reason(exc)
+        log.warning("%s; using the %s kernel instead (%s)", reason, fallback.kernel.name, fallback.reason)
+        return load(fallback), fallback
 
 
 def quantized_module_names(model: torch.nn.Module) -> list[str]:

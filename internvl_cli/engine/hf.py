@@ -1,8 +1,8 @@
 """Step 3c, the transformers backend: native InternVLForConditionalGeneration, batched generate, left padding."""
 from __future__ import annotations
 
-import contextlib
 import json
+import logging
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -18,6 +18,8 @@ from ..models.config import read_checkpoint_config
 from .prompting import build_prompt
 from .repetition import Loop, LoopDetector, LoopRule
 
+_log = logging.getLogger("internvl_cli.engine")
+
 
 class TransformersEngine:
     """A native-layout InternVL checkpoint directory, generating with transformers (static batches).
@@ -26,7 +28,8 @@ class TransformersEngine:
     and skip loading entirely when everything is already done; `load()` brings in the weights.
     """
 
-    def __init__(self, model_dir: Path, model_id: str, device: str = "auto", dtype: str = "auto"):
+    def __init__(self, model_dir: Path, model_id: str, device: str = "auto", dtype: str = "auto",
+                 awq_kernel: str = "auto"):
         # torch is not imported here: a rerun with nothing to do should not pay for it
         if dtype not in _DTYPE_NAMES:
             raise ModelLoadError(f"unknown --dtype '{dtype}' (use auto, bfloat16, float16 or float32)")
@@ -34,6 +37,10 @@ class TransformersEngine:
         self.model_dir = Path(model_dir)
         self.device = device
         self.dtype = dtype
+        self.awq_kernel = awq_kernel
+        self.kernel = None  # the AWQ KernelChoice a load made (engine/gpu.py)
+        self.attention = None
+        self._machine = None
         self._config = read_checkpoint_config(self.model_dir)
         self.context_length = context_length(self._config)
         self.quantization = _quantization(self._config, self.model_dir)
@@ -73,18 +80,46 @@ class TransformersEngine:
         """Loads the tokenizer and the weights (once)."""
         if self.model is not None:
             return
+        from .gpu import capability_of, choose_attention, choose_awq_kernel, choose_device, choose_dtype
+        from .machine import probe_machine
+        from .quiet import quiet_third_party
+
+        quiet_third_party()
         import torch  # torch is imported only by engines, and only when weights are needed
 
         self._torch = torch
-        self.device = _pick_device(self.device)
-        self.dtype = _pick_dtype(self.dtype, self.device, self.quantization)
+        awq = self.quantization == "awq"
+        machine = self._machine = probe_machine(toolchain=awq, cached_kernels=awq, free_memory=False)
+        device = choose_device(machine, self.device, _weight_bytes(self.model_dir))
+        if device.warning:
+            _log.warning("%s", device.warning)
+        self.device = device.device
+        capability = capability_of(machine, self.device)
+        dtype_name = choose_dtype(self.dtype, self.device, capability, awq)
+        self.dtype = getattr(torch, dtype_name)
+        self.attention = choose_attention(self.device, capability, dtype_name, machine.installed)
+        if awq:  # chosen before anything loads, so an impossible --awq-kernel fails fast
+            self.kernel = choose_awq_kernel(machine, self.device, dtype_name, self.awq_kernel)
         self.load_tokenizer()
-        self.model = _load_model(self.model_dir, self._config, self.device, self.dtype, self.quantization)
+        self.model, self.kernel = _load_model(self.model_dir, self._config, self.device, self.dtype,
+                                              self.quantization, self.attention, self.kernel)
         if self.quantization:  # the AWQ kernels choose their own activation dtype (fp16 on CUDA)
             self.dtype = self.model.dtype
 
+    def batch_limits(self, max_tiles: int = 12, max_new_tokens: int = 1024):
+        """Default --batch-size / --batch-tiles for this model on its device (engine/gpu.py), after `load()`."""
+        from .gpu import CPU_BATCH, ModelDims, default_batch_limits
+        from .machine import free_gpu_bytes
+
+        free = free_gpu_bytes(self.device) if str(self.device).startswith("cuda") else None
+        if free is None:
+            return CPU_BATCH
+        dims = ModelDims.from_config(self._config, self.image_seq_length)
+        return default_batch_limits(free, dims, max_tiles=max_tiles, max_new_tokens=max_new_tokens,
+                                    attention=self.attention or "sdpa")
+
     def describe(self) -> dict:
-        return {
+        described = {
             "backend": "transformers",
             "model": self.model_id,
             "device": self.device,
@@ -92,6 +127,11 @@ class TransformersEngine:
             "quantization": self.quantization or "none",
             "context": self.context_length,
         }
+        if self.kernel is not None:
+            described["awq_kernel"] = self.kernel.kernel.name
+        if self.attention is not None:
+            described["attention"] = self.attention
+        return described
 
     def render_prompt(self, request: GenerationRequest) -> tuple[str, int]:
         """Exactly what `generate` would feed the model for `request` (the full prompt text, image tokens
@@ -303,14 +343,9 @@ def _constraint_processors(constraint: Constraint | None, tokenizer, batch_size:
 # ---------------------------------------------------------------------- loading
 
 
-def _pick_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ModelLoadError(f"--device {device}: no CUDA GPU is visible to torch", hint="use --device cpu")
-    return device
+def _weight_bytes(model_dir: Path) -> int:
+    """The checkpoint's weight files' size: what the model needs in memory, near enough."""
+    return sum(f.stat().st_size for pattern in ("*.safetensors", "*.bin") for f in model_dir.glob(pattern))
 
 
 def _quantization(config: dict, model_dir: Path) -> str | None:
@@ -328,19 +363,6 @@ def _quantization(config: dict, model_dir: Path) -> str | None:
 
 
 _DTYPE_NAMES = ("auto", "bfloat16", "bf16", "float16", "fp16", "float32", "fp32")
-
-
-def _pick_dtype(dtype: str, device: str, quantization: str | None):
-    import torch
-
-    names = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16,
-             "fp16": torch.float16, "float32": torch.float32, "fp32": torch.float32}
-    if dtype != "auto":
-        return names[dtype]
-    if device.startswith("cuda"):
-        return torch.bfloat16
-    # AWQ kernels need 16-bit activations even on CPU; plain models are fastest and exact in float32 there.
-    return torch.bfloat16 if quantization else torch.float32
 
 
 def _read_json(path: Path, default: dict | None = None) -> dict:
@@ -392,28 +414,44 @@ def _processor_chat_template(model_dir: Path) -> str:
     raise ModelLoadError("the checkpoint has no chat template", path=model_dir)
 
 
-def _load_model(model_dir: Path, config: dict, device: str, dtype, quantization: str | None):
-    from transformers import AutoModelForImageTextToText
-
+def _load_model(model_dir: Path, config: dict, device: str, dtype, quantization: str | None,
+                attention: str | None = None, kernel=None):
+    """The model on `device`, and the AWQ kernel it runs with (a compiled one may have fallen back)."""
     if config.get("model_type") != "internvl":
         raise ModelLoadError(
             f"model_type '{config.get('model_type')}' is not the native InternVL layout", path=model_dir,
             hint="convert it with `internvl convert SRC DST`",
         )
-    kwargs: dict = {"dtype": dtype}
-    quiet = contextlib.nullcontext()
-    if quantization == "awq":
-        from .awq import awq_load_kwargs, gptqmodel_output_to_stderr
+    base: dict = {"dtype": dtype}
+    if attention:
+        base["attn_implementation"] = attention
+    if quantization != "awq":
+        return _from_pretrained(model_dir, base, device), None
+    from .awq import awq_load_kwargs, load_with_kernel
 
-        kwargs.update(awq_load_kwargs(config, device))
-        quiet = gptqmodel_output_to_stderr()  # stdout carries only data
+    def load(choice):
+        kwargs = {**base, **awq_load_kwargs(config, device, dtype,
+                                              backend=choice.kernel.backend if choice else None)}
+        return _from_pretrained(model_dir, kwargs, device)
+
+    if kernel is None:
+        return load(None), None
+    return load_with_kernel(kernel, load)
+
+
+def _from_pretrained(model_dir: Path, kwargs: dict, device: str):
+    from transformers import AutoModelForImageTextToText
+
+    from .quiet import quiet_imported_libraries, stdout_to_stderr
+
+    quiet_imported_libraries()
     try:
-        with quiet:
+        with stdout_to_stderr():  # stdout carries only data
             model = AutoModelForImageTextToText.from_pretrained(model_dir, **kwargs)
     except ModelLoadError:
         raise
     except Exception as exc:
-        raise ModelLoadError(f"cannot load the model ({short_reason(exc)})", path=model_dir) from None
+        raise ModelLoadError(f"cannot load the model ({short_reason(exc)})", path=model_dir) from exc
     if "device_map" not in kwargs:
         model = model.to(device)
     return model.eval()

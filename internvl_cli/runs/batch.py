@@ -31,8 +31,8 @@ class BatchSettings:
     force: bool = False
     retry_failed: bool = False
     wait: bool = False
-    batch_size: int = 8
-    batch_tiles: int = 64
+    batch_size: int | None = None  # None: the engine's default for its device (free GPU memory), else 8
+    batch_tiles: int | None = None  # None: likewise, else 64
 
     def __post_init__(self) -> None:
         if self.output is not None:
@@ -62,7 +62,6 @@ def run_documents(task: Task, engine: Engine, settings: BatchSettings, fmt: str,
     if not found.docs and not found.errors:
         raise UsageError("no documents found in the given paths")
     failures = list(found.errors)
-    options = RunOptions(batch_size=settings.batch_size, max_batch_tiles=settings.batch_tiles)
     with _output_directory(settings, task_fingerprint(task, engine), suffix, hooks) as directory:
         skipped = 0
         if directory is None:
@@ -79,10 +78,24 @@ def run_documents(task: Task, engine: Engine, settings: BatchSettings, fmt: str,
             hooks.before_load(engine)
             engine.load()
             hooks.loaded(engine)
+        options = _run_options(settings, engine if docs else None)
         report = _run(task, engine, _ReportingSink(sink, hooks.error), fmt, options, docs, hooks)
     report.skipped = skipped
     report.failures.extend(DocumentFailure(Path(e.path or "-"), e) for e in failures)
     return report
+
+
+def _run_options(settings: BatchSettings, engine: Engine | None) -> RunOptions:
+    """Batch limits: as given, else the loaded engine's defaults (engine/gpu.py sizes them from free GPU memory),
+    else 8 pages and 64 tiles."""
+    pages, tiles = settings.batch_size, settings.batch_tiles
+    if (pages is None or tiles is None) and engine is not None and hasattr(engine, "batch_limits"):
+        limits = engine.batch_limits()
+        pages = limits.pages if pages is None else pages
+        tiles = limits.tiles if tiles is None else tiles
+    pages = 8 if pages is None else pages
+    tiles = 64 if tiles is None else tiles
+    return RunOptions(batch_size=pages, max_batch_tiles=tiles)  # rendering runs one engine window ahead
 
 
 def _run(task, engine, sink, fmt, options, docs, hooks: Hooks) -> RunReport:
