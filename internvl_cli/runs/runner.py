@@ -65,7 +65,7 @@ class Progress(Protocol):
 
     def pages_done(self, count: int) -> None: ...
 
-    def document_finished(self, path: Path, ok: bool) -> None: ...
+    def document_finished(self, path: Path, ok: bool, pages: int = 0) -> None: ...
 
     def close(self) -> None: ...
 
@@ -79,7 +79,7 @@ class SilentProgress:
     def pages_done(self, count: int) -> None:
         pass
 
-    def document_finished(self, path: Path, ok: bool) -> None:
+    def document_finished(self, path: Path, ok: bool, pages: int = 0) -> None:
         pass
 
     def close(self) -> None:
@@ -92,6 +92,7 @@ class _Doc:
     outcomes: dict[int, Outcome] = field(default_factory=dict)
     expected: int | None = None
     error: InternVLError | None = None
+    pages_seen: set[int] = field(default_factory=set)  # pages already counted (votes ask about a page N times)
 
     @property
     def complete(self) -> bool:
@@ -234,11 +235,19 @@ class Runner:
                 continue
             unit.request = None  # the tiles are no longer needed: keep memory bounded
             self._record(index, Outcome(unit, result, None), emit=False)
-        done = [unit for _, unit in batch if unit.request is None]
-        self.progress.pages_done(sum(len(unit.pages) for unit in done))
+        self.progress.pages_done(self._new_pages([(i, unit) for i, unit in batch if unit.request is None]))
         self._emit_ready()
         if retries and not self.stop.is_set():
             self._run_batches(retries)
+
+    def _new_pages(self, done: list[tuple[int, Unit]]) -> int:
+        """Pages finished for the first time: a page answered by several votes or retries counts once."""
+        count = 0
+        for index, unit in done:
+            seen = self._docs[index].pages_seen
+            count += len(set(unit.pages) - seen)
+            seen.update(unit.pages)
+        return count
 
     def _retry(self, unit: Unit, result) -> Unit | None:
         """olmOCR's per-page retry: a task may ask once for a second try (e.g. after a loop); the first answer
@@ -277,17 +286,18 @@ class Runner:
         if result.failed:
             if result.keep_output:  # e.g. an invalid extract record: shown with its errors, flagged invalid
                 self.sink.emit(doc.path, result, self.task.render(result, self.fmt))
-            return self._fail(doc.path, result.error or InternVLError("too many pages failed", path=doc.path))
+            error = result.error or InternVLError("too many pages failed", path=doc.path)
+            return self._fail(doc.path, error, pages=result.page_count)
         self.sink.emit(doc.path, result, self.task.render(result, self.fmt))
         self.report.done += 1
-        self.progress.document_finished(doc.path, ok=True)
+        self.progress.document_finished(doc.path, ok=True, pages=result.page_count)
 
-    def _fail(self, path: Path, error: InternVLError) -> None:
+    def _fail(self, path: Path, error: InternVLError, pages: int = 0) -> None:
         if error.path is None:
             error.path = str(path)
         self.sink.fail(path, error)
         self.report.failures.append(DocumentFailure(path, error))
-        self.progress.document_finished(path, ok=False)
+        self.progress.document_finished(path, ok=False, pages=pages)
 
 
 
