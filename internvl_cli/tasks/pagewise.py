@@ -9,7 +9,7 @@ from ..engine.base import Constraint, GenerationRequest, Sampling
 from ..errors import InternVLError
 from ..documents.pages import Page, open_pages
 from ..documents.tiling import TilingConfig, tile_page
-from .base import DocumentResult, Outcome, Unit, failure_exceeds
+from .base import DocumentResult, Outcome, Unit, check_readable, failure_exceeds
 
 
 @dataclass
@@ -63,9 +63,15 @@ class PageTask:
             **self.settings(),
         }
 
+    def open(self, path: Path) -> Iterator[Page]:
+        """The document's selected pages, opened the one way both `check` and `units` use."""
+        return open_pages(path, password=self.options.password, pages=self.options.pages)
+
+    def check(self, path: Path) -> None:
+        check_readable(self.open(path))
+
     def units(self, path: Path) -> Iterator[Unit]:
-        pages = open_pages(path, password=self.options.password, pages=self.options.pages)
-        for key, page in enumerate(pages):
+        for key, page in enumerate(self.open(path)):
             yield self._unit(key, page)
 
     def _unit(self, key: int, page: Page) -> Unit:
