@@ -1,8 +1,12 @@
 """The command-line client: parses arguments, prints, and maps core exceptions to messages and exit codes."""
 from __future__ import annotations
 
+import errno
 import json
+import os
+import re
 import sys
+import time
 import traceback
 from contextlib import contextmanager
 from pathlib import Path
@@ -52,6 +56,8 @@ def _exit_on_error():
     except KeyboardInterrupt:
         _err("internvl: interrupted")
         raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+    except BrokenPipeError:
+        _reader_left()
     except (typer.Exit, typer.Abort, SystemExit):
         raise
     except Exception as exc:  # a bug: one line by default, the traceback with --verbose
@@ -59,6 +65,20 @@ def _exit_on_error():
         if _state["verbose"]:
             _err(traceback.format_exc().rstrip())
         raise typer.Exit(int(ExitCode.OTHER_ERROR)) from None
+
+
+def _reader_left() -> None:
+    """`internvl ... | head`: the reader went away. Like a tool ended by SIGPIPE: no message, exit 141. The run
+    stopped where it was (with -o, finished documents are recorded and a rerun resumes); stdout and stderr are
+    pointed at /dev/null so that flushing them at exit cannot raise again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            os.dup2(devnull, stream.fileno())
+        except (OSError, ValueError):  # not a real file (a test runner's buffer): nothing to protect
+            pass
+    os.close(devnull)
+    raise typer.Exit(int(ExitCode.CLOSED_PIPE))
 
 
 def _version(value: bool) -> None:
@@ -469,9 +489,15 @@ def main() -> None:
     """Console-script entry point."""
     try:
         app()
-    except BrokenPipeError:  # `internvl ... | head`: the reader left; that is not an error
-        sys.stderr.close()
-        raise SystemExit(0) from None
+    except SystemExit as stop:
+        # Outside our commands (`internvl --help | head`) Click turns EPIPE into exit 1; same rule as inside.
+        cause = stop.__context__
+        if stop.code == 1 and isinstance(cause, OSError) and cause.errno == errno.EPIPE:
+            try:
+                _reader_left()
+            except typer.Exit as closed:
+                raise SystemExit(closed.exit_code) from None
+        raise
 
 
 if __name__ == "__main__":
