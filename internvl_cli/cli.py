@@ -135,6 +135,15 @@ def _note(message: str) -> None:
         _err(f"internvl: {message}")
 
 
+def _ocr_format_for(output: Optional[Path]) -> Optional[str]:
+    """`-o page.txt` asks for text as surely as `--format text` does."""
+    from .runs.outputs import names_a_file
+
+    if output is None or not names_a_file(output):
+        return None
+    return {".md": "markdown", ".markdown": "markdown", ".txt": "text", ".jsonl": "jsonl"}.get(output.suffix.lower())
+
+
 def _count_docs(paths: list[str]) -> int:
     """How many documents a command will see before any model is loaded (stdin lists count as many)."""
     return 2 if paths == ["-"] or len(paths) != 1 or Path(paths[0]).is_dir() else 1
@@ -142,13 +151,27 @@ def _count_docs(paths: list[str]) -> int:
 
 def run_batch(task, engine, batch: BatchSettings, fmt: str, suffix: str) -> None:
     """Runs a document command through the core and turns its report into the exit code."""
+    loading: dict[str, float] = {}
+
+    def before_load(engine) -> None:
+        loading["start"] = time.perf_counter()
+        _note(f"loading model {engine.model_id} ...")
+
+    def loaded(engine) -> None:
+        seconds = time.perf_counter() - loading.get("start", time.perf_counter())
+        _note(f"model ready in {seconds:.1f} s: " + ", ".join(f"{k}={v}" for k, v in engine.describe().items()))
+
     hooks = Hooks(error=report_error, note=_note, progress=lambda total: make_progress(total, _state["quiet"]),
-                  before_load=lambda engine: _note(f"loading model {engine.model_id} ..."),
-                  loaded=lambda engine: _note("model ready: " + ", ".join(
-                      f"{key}={value}" for key, value in engine.describe().items())))
+                  before_load=before_load, loaded=loaded)
     report = run_documents(task, engine, batch, fmt, suffix, hooks)
-    _note(f"{report.done} done, {len(report.failures)} failed, {report.skipped} skipped, "
-          f"{report.pages} pages in {report.seconds:.1f} s")
+    counts = (f"{report.done} done, {len(report.failures)} failed, {report.skipped} skipped, "
+              f"{report.pages} pages in {report.seconds:.1f} s")
+    if report.interrupted is not None:
+        resume = ("rerun the same command to resume: finished documents are kept" if batch.output_is_directory
+                  else "the output is incomplete; rerun for the rest (with -o DIR a rerun resumes)")
+        _note(f"interrupted after {counts}; {resume}")
+    else:
+        _note(counts)
     code = report.exit_code()
     if code != ExitCode.OK:
         raise typer.Exit(int(code))
@@ -187,7 +210,7 @@ def ocr(
 
     with _exit_on_error():
         batch = BatchSettings(paths, output, include, exclude, force, retry_failed, wait, batch_size, batch_tiles)
-        fmt = fmt or ("markdown" if output or _count_docs(paths) == 1 else "jsonl")
+        fmt = fmt or _ocr_format_for(output) or ("markdown" if output or _count_docs(paths) == 1 else "jsonl")
         _check_choice("--format", fmt, FORMATS)
         _check_common(pages, max_new_tokens)
         engine = _open_engine(model, device, dtype)
@@ -255,8 +278,8 @@ def extract(
 ) -> None:
     """Extract one schema-valid JSON record per document.
 
-    Output: one JSON line per document, {"file", "pages", "data", "valid", "errors", "model",
-    "seconds"}. Decoding is constrained by the schema; a record that still fails validation (for
+    Output: one JSON line per document, {"file", "pages", "data", "valid", "errors", "flags", "model",
+    "seconds", "source"} (README lists what each field means). Decoding is constrained by the schema; a record that still fails validation (for
     example cut off by --max-new-tokens) has "valid": false and its errors, and exits with code 11.
 
     \b
@@ -313,7 +336,10 @@ def status(
                    f"running: {summary['running']}  interrupted: {summary.get('interrupted', 0)}  "
                    f"pages: {summary['pages']}")
         for failure in summary["failures"]:
-            typer.echo(f"failed: {failure['source']}: {failure['error']}")
+            if failure["interrupted"]:
+                typer.echo(f"interrupted: {failure['source']} (rerun the same command to finish it)")
+            else:
+                typer.echo(f"failed: {failure['source']}: {failure['error']}")
 
 
 @app.command()
@@ -371,16 +397,25 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print JSON lines.
             for row in rows:
                 typer.echo(json.dumps(row))
             return
-        from rich.console import Console
-        from rich.table import Table
+        _print_models(rows)
 
-        table = Table("preset", "repository", "layout", "quant", "params", "GPU GB", "max tiles", "cached", "licence")
-        for row in rows:
-            name = row["name"] + (" (default)" if row["default"] else "")
-            table.add_row(name, row["repo_id"], row["layout"], row["quantization"], row["params"],
-                          f"{row['gpu_memory_gb']:.1f}", str(row["max_tiles"]), "yes" if row["cached"] else "no",
-                          row["licence"])
-        Console().print(table)
+
+def _print_models(rows: list[dict]) -> None:
+    """The table keeps every repository id whole (the column users copy); the licence column wraps instead."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("preset", "repository", "quant", "GPU GB", "tiles", "cached", "licence", box=None,
+                  pad_edge=False)
+    for column in table.columns[:6]:
+        column.no_wrap = True
+    for column, key in ((table.columns[0], "name"), (table.columns[1], "repo_id")):
+        column.min_width = max(len(row[key]) + (10 if key == "name" and row["default"] else 0) for row in rows)
+    for row in rows:
+        name = row["name"] + (" (default)" if row["default"] else "")
+        table.add_row(name, row["repo_id"], row["quantization"], f"{row['gpu_memory_gb']:.1f}",
+                      str(row["max_tiles"]), "yes" if row["cached"] else "no", row["licence"])
+    Console().print(table)
 
 
 @app.command()
@@ -438,14 +473,14 @@ def inspect(
     """
     from .documents.inspection import inspect_pages
     from .documents.tiling import TilingConfig
+    from .runs.batch import find_documents
 
     with _exit_on_error():
         base = _open_engine(model, "cpu", "auto").tiling if model else TilingConfig()
         tiling = base.with_limits(min_tiles, max_tiles)
-        failed: list[InternVLError] = []
+        found = find_documents(paths, hooks=Hooks(error=report_error, note=_note))
+        failed: list[InternVLError] = list(found.errors)
         rows = []
-        found = _discover_plain(paths)
-        failed.extend(found.errors)
         for path in [doc.path for doc in found.docs]:
             try:
                 rows.extend(inspect_pages(path, tiling, password=password, pages=pages))
@@ -456,15 +491,6 @@ def inspect(
         if failed:
             codes = {e.exit_code for e in failed}
             raise typer.Exit(int(codes.pop() if len(codes) == 1 and not rows else ExitCode.PARTIAL))
-
-
-def _discover_plain(paths: list[str]):
-    from .documents.inputs import discover
-
-    found = discover(paths, stdin=sys.stdin)
-    for error in found.errors:
-        report_error(error)
-    return found
 
 
 def _print_inspection(rows: list[dict], as_json: bool) -> None:
