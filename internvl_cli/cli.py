@@ -15,19 +15,33 @@ from typing import Optional
 import typer
 
 from . import __version__
-from .errors import ExitCode, InternVLError, UsageError
+from .errors import EXIT_CODE_MEANINGS, ExitCode, InternVLError, UsageError
 from .models.presets import DEFAULT_MODEL
 from .runs.batch import BatchSettings, Hooks, run_documents
 from .runs.progress import make_progress
+from .shell import InternvlGroup
 
 app = typer.Typer(
     name="internvl",
+    cls=InternvlGroup,
     help="Document understanding with InternVL: OCR, chart tables and schema-valid JSON from PDFs and images.\n\n"
-         "Data goes to stdout, progress and errors to stderr. Exit codes are listed in the README.",
+         "Data goes to stdout, progress and errors to stderr; every failure has its own exit code "
+         "(`internvl help exit-codes`). Global options (-q, -v) may come before or after the command. Defaults "
+         "for any option can be kept in a config file (`internvl config set max-tiles 6`).\n\n"
+         "\b\nExamples:\n"
+         "  internvl ocr scan.pdf > scan.md\n"
+         "  internvl -q ocr inbox/ -o out/      # cron: reruns skip what is done\n"
+         "  internvl help exit-codes",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
+    rich_markup_mode=None,  # plain help and one-line usage errors: readable in pipes, pagers and logs
+    context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,
 )
+
+# `inspect --model` reads a checkpoint's tiling only when asked: a configured default model must not make inspect
+# resolve (or download) one.
+InternvlGroup.config_exempt = {("inspect", "model")}
 
 _state = {"verbose": False, "quiet": False}
 
@@ -99,20 +113,48 @@ def main_options(
 
 # ----------------------------------------------------------------------------- shared options
 
-ModelOpt = typer.Option(DEFAULT_MODEL, "--model", "-m", envvar="INTERNVL_MODEL",
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
+DTYPES = ("auto", "bfloat16", "float16", "float32")
+
+
+def _check_device(value: str) -> str:
+    """Syntax only (before anything loads); whether the device exists is the engine's question."""
+    if value is not None and not DEVICE_PATTERN.fullmatch(value):
+        raise typer.BadParameter(f"'{value}' is not a device: use auto, cpu, cuda or cuda:N")
+    return value
+
+
+def _check_dtype(value: str) -> str:
+    if value is not None and value not in DTYPES:
+        raise typer.BadParameter(f"'{value}' is not one of {', '.join(DTYPES)}")
+    return value
+
+
+def _preset_names(incomplete: str) -> list[str]:
+    from .models.presets import PRESETS
+
+    return [name for name in PRESETS if name.startswith(incomplete)]
+
+
+ModelOpt = typer.Option(DEFAULT_MODEL, "--model", "-m", envvar="INTERNVL_MODEL", autocompletion=_preset_names,
                         help="Preset name (see `internvl models`), hub id, or local checkpoint directory.")
-DeviceOpt = typer.Option("auto", "--device", help="cuda, cuda:1, cpu, or auto (a GPU when there is one).")
-DtypeOpt = typer.Option("auto", "--dtype", help="auto (bf16 on GPU), bfloat16, float16 or float32.")
+DeviceOpt = typer.Option("auto", "--device", callback=_check_device,
+                         help="cuda, cuda:1, cpu, or auto (a GPU when there is one).")
+DtypeOpt = typer.Option("auto", "--dtype", callback=_check_dtype,
+                        help="auto (bf16 on GPU), bfloat16, float16 or float32.")
 PagesOpt = typer.Option(None, "--pages", help="Pages to process, e.g. 1-3,7 or 10- (counted from 1).")
 PasswordOpt = typer.Option(None, "--password", envvar="INTERNVL_PDF_PASSWORD",
                            help="Password of encrypted PDFs (or set INTERNVL_PDF_PASSWORD).")
-MinTilesOpt = typer.Option(None, "--min-tiles", help="Fewest 448px tiles per page (default from the model, 1).")
-MaxTilesOpt = typer.Option(None, "--max-tiles", help="Most 448px tiles per page, up to 40 (default from the model, 12).")
-MaxNewTokensOpt = typer.Option(1024, "--max-new-tokens", help="Longest answer per page, in tokens.")
-BatchOpt = typer.Option(8, "--batch-size", help="Most pages per GPU batch.")
-BatchTilesOpt = typer.Option(64, "--batch-tiles", help="Most tiles per GPU batch (bounds GPU memory).")
+MinTilesOpt = typer.Option(None, "--min-tiles", min=1, max=40,
+                           help="Fewest 448px tiles per page (default from the model, 1).")
+MaxTilesOpt = typer.Option(None, "--max-tiles", min=1, max=40,
+                           help="Most 448px tiles per page, up to 40 (default from the model, 12).")
+MaxNewTokensOpt = typer.Option(1024, "--max-new-tokens", min=1, help="Longest answer per page, in tokens.")
+BatchOpt = typer.Option(8, "--batch-size", min=1, help="Most pages per GPU batch.")
+BatchTilesOpt = typer.Option(64, "--batch-tiles", min=1, help="Most tiles per GPU batch (bounds GPU memory).")
 OutputOpt = typer.Option(None, "--output", "-o", help="Write one file per document into this directory "
-                         "(with a ledger, so reruns skip finished documents) instead of stdout.")
+                         "(with a ledger, so reruns skip finished documents) instead of stdout; or, for a single "
+                         "document, into this file when it ends in .md, .txt, .jsonl, .json or .csv.")
 IncludeOpt = typer.Option([], "--include", help="Only documents whose relative path or name matches this glob "
                           "(repeatable).")
 ExcludeOpt = typer.Option([], "--exclude", help="Skip documents matching this glob (repeatable).")
@@ -120,7 +162,8 @@ ForceOpt = typer.Option(False, "--force", help="With -o: redo documents the ledg
 RetryOpt = typer.Option(False, "--retry-failed", help="With -o: redo only documents that failed before.")
 WaitOpt = typer.Option(False, "--wait", help="With -o: wait for another run on the same directory instead of "
                        "exiting with code 9.")
-PathsArg = typer.Argument(..., help="PDF or image files, directories, glob patterns, or - to read paths from stdin.")
+PathsArg = typer.Argument(..., metavar="PATH",
+                          help="PDF or image files, directories, glob patterns, or - to read paths from stdin.")
 
 
 def _open_engine(model: str, device: str, dtype: str):
@@ -279,8 +322,9 @@ def extract(
     """Extract one schema-valid JSON record per document.
 
     Output: one JSON line per document, {"file", "pages", "data", "valid", "errors", "flags", "model",
-    "seconds", "source"} (README lists what each field means). Decoding is constrained by the schema; a record that still fails validation (for
-    example cut off by --max-new-tokens) has "valid": false and its errors, and exits with code 11.
+    "seconds", "source"} (README says what each field means). Decoding is constrained by the schema;
+    a record that still fails validation (for example cut off by --max-new-tokens) has "valid": false
+    and its errors, and exits with code 11.
 
     \b
     Examples:
@@ -308,7 +352,13 @@ def extract(
 
 @app.command()
 def schemas() -> None:
-    """List the JSON Schemas shipped with internvl-cli (use their names with `extract --schema`)."""
+    """List the JSON Schemas shipped with internvl-cli (use their names with `extract --schema`).
+
+    \b
+    Examples:
+      internvl schemas
+      internvl extract scan.pdf --schema invoice
+    """
     from .tasks.schemas import list_schemas
 
     with _exit_on_error():
@@ -321,7 +371,16 @@ def status(
     output: Path = typer.Argument(..., help="An output directory written with -o."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
-    """Summarise an output directory: documents done, failed (with reasons) and pending."""
+    """Summarise an output directory: documents done, failed (with reasons), interrupted and pending.
+
+    Interrupted documents (the run was stopped or killed before they finished) are listed apart from
+    failures: rerunning the same command finishes them.
+
+    \b
+    Examples:
+      internvl status out/
+      internvl status out/ --json | jq .failed
+    """
     from .runs.ledger import Ledger
 
     with _exit_on_error():
@@ -354,6 +413,11 @@ def convert(
     No remote code is executed. The fused vision qkv is split, weights renamed, AWQ quantization lifted
     to the top-level config, and tokenizer, chat template and preprocessor config written. Commands do
     this by themselves (once, cached) when --model names such a checkpoint.
+
+    \b
+    Examples:
+      internvl convert ~/models/InternVL3-2B-AWQ ~/models/InternVL3-2B-AWQ-native
+      internvl ocr scan.pdf --model ~/models/InternVL3-2B-AWQ-native
     """
     from .models.convert import convert_checkpoint
 
@@ -369,7 +433,13 @@ def quantize(
     calibration: list[str] = typer.Option(..., "--calibration", "-c", help="Document images or folders used "
                                           "to calibrate (a few dozen pages of your own documents)."),
 ) -> None:
-    """AWQ-quantize the language model of a native checkpoint (needs a CUDA GPU; vision stays 16-bit)."""
+    """AWQ-quantize the language model of a native checkpoint (needs a CUDA GPU; vision stays 16-bit).
+
+    \b
+    Examples:
+      internvl quantize ~/models/InternVL3-2B-hf ~/models/InternVL3-2B-awq -c my-scans/
+      internvl ocr scan.pdf --model ~/models/InternVL3-2B-awq
+    """
     from .documents.inputs import discover
     from .models.quantize import quantize_to_awq
 
@@ -386,7 +456,14 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print JSON lines.
     """List the model presets: size, layout, quantization, expected GPU memory, whether cached, licence.
 
     The licence column gives the weights' terms as their model cards state them (InternVL's part, then the
-    language model's); read the model card before commercial use.
+    language model's); read the model card before commercial use. A table on a terminal, JSON lines in a
+    pipe or with --json.
+
+    \b
+    Examples:
+      internvl models
+      internvl models --json | jq -r 'select(.cached) | .name'
+      internvl download internvl3-2b-awq
     """
     from .models.presets import PRESETS, is_cached
 
@@ -420,18 +497,34 @@ def _print_models(rows: list[dict]) -> None:
 
 @app.command()
 def doctor(as_json: bool = typer.Option(False, "--json", help="Print the report as JSON.")) -> None:
-    """Check this machine: torch, CUDA and GPU memory, key package versions, AWQ kernels, which presets fit."""
+    """Check this machine: torch, CUDA and GPU memory, key package versions, AWQ kernels, which presets fit.
+
+    Also shows where the config file (`internvl config`) lives. JSON keys are snake_case identifiers.
+
+    \b
+    Examples:
+      internvl doctor
+      internvl doctor --json | jq .gpu
+    """
     from .diagnostics import diagnose
+    from .userconfig import config_path
 
     with _exit_on_error():
         report = diagnose()
+        path = config_path()
+        report["config file"] = f"{path}" + ("" if path.exists() else " (not created yet)")
         if as_json:
-            typer.echo(json.dumps(report, indent=2))
+            typer.echo(json.dumps({_json_key(key): value for key, value in report.items()}, indent=2))
             return
         for key, value in report.items():
             if isinstance(value, list):
                 value = ", ".join(value) or "none"
             typer.echo(f"{key:>16}: {value}")
+
+
+def _json_key(label: str) -> str:
+    """'awq kernels' -> 'awq_kernels': report labels read well on a terminal, keys must be identifiers."""
+    return re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_")
 
 
 def _check_choice(option: str, value: str, choices) -> None:
@@ -469,7 +562,13 @@ def inspect(
     """Show, without loading a model, how each page will be tiled and what it will cost.
 
     Per page: its pixel size (PDF pages measured at 200 DPI), the chosen grid of 448px tiles, the tile
-    count (grid plus thumbnail), the image tokens it costs, and whether a PDF text layer exists.
+    count (grid plus thumbnail), the image tokens it costs, and whether a PDF text layer exists. Folders,
+    globs and stdin lists are read as `ocr` reads them.
+
+    \b
+    Examples:
+      internvl inspect scan.pdf
+      internvl inspect scans/ --max-tiles 6 --json | jq -s 'map(.image_tokens) | add'
     """
     from .documents.inspection import inspect_pages
     from .documents.tiling import TilingConfig
@@ -509,6 +608,208 @@ def _print_inspection(rows: list[dict], as_json: bool) -> None:
     Console().print(table)
     total = sum(row["image_tokens"] for row in rows)
     _err(f"internvl: {len(rows)} pages, {sum(r['tiles'] for r in rows)} tiles, {total} image tokens")
+
+
+@app.command()
+def download(
+    model: str = typer.Argument(..., metavar="MODEL", autocompletion=_preset_names,
+                                help="A preset (see `internvl models`), a hub id, or a local checkpoint directory."),
+    revision: Optional[str] = typer.Option(None, "--revision", help="Branch, tag or commit of the hub repository."),
+) -> None:
+    """Fetch a model into the local cache and convert it ahead of time, with progress.
+
+    Later runs then neither download nor convert (a cron job at 3 a.m. must not wait for, or fail on, the
+    network). The local native checkpoint directory is printed on stdout; a model already fetched and
+    converted is only looked up. With HF_HUB_OFFLINE=1 only the cache is used.
+
+    \b
+    Examples:
+      internvl download internvl3-2b-awq
+      internvl download OpenGVLab/InternVL3-8B-hf --revision main
+      HF_HUB_OFFLINE=1 internvl ocr scan.pdf -m internvl3-2b-awq    # later, offline
+    """
+    from .models.checkpoints import download_checkpoint
+
+    with _exit_on_error():
+        _note(f"fetching {model} (files already in the cache are not fetched again) ...")
+        path, model_id = download_checkpoint(model, revision, progress=not _state["quiet"], note=_note)
+        _note(f"ready: {model_id} -> {path}")
+        typer.echo(str(path))
+
+
+@app.command("help")
+def help_topic(topic: Optional[str] = typer.Argument(None, metavar="[TOPIC]",
+                                                     help="exit-codes, config, or the name of a command.")) -> None:
+    """Explain a topic: `exit-codes` (what scripts can rely on), `config` (keys and precedence), or a command.
+
+    \b
+    Examples:
+      internvl help exit-codes
+      internvl help config
+      internvl help ocr
+    """
+    from .shell import Context, root_context
+
+    root = root_context()
+    with _exit_on_error():
+        if topic in (None, ""):
+            typer.echo(root.command.get_help(root))
+        elif topic in ("exit-codes", "exit-code", "codes"):
+            typer.echo(exit_code_table())
+        elif topic == "config":
+            typer.echo(config_help(root.command))
+        elif topic in root.command.commands:
+            command = root.command.commands[topic]
+            typer.echo(command.get_help(Context(command, info_name=topic, parent=root)))
+        else:
+            raise UsageError(f"no help topic '{topic}'", hint="try exit-codes, config, or a command name")
+
+
+def exit_code_table() -> str:
+    lines = ["Exit codes (the same table as README's):", ""]
+    lines += [f"  {int(code):>3}  {code.name:<16} {meaning}" for code, meaning in EXIT_CODE_MEANINGS.items()]
+    lines += ["", "With several documents, a failure never stops the others; when every document failed for the",
+              "same reason the exit code is that reason's, when some succeeded it is 10."]
+    return "\n".join(lines)
+
+
+def config_help(group) -> str:
+    from .shell import known_keys
+    from .userconfig import config_path
+
+    keys = known_keys(group)
+    plain = sorted(key for key in keys if "." not in key)
+    return "\n".join([
+        f"Config file: {config_path()} (INTERNVL_CLI_CONFIG to use another one).",
+        "",
+        "It holds defaults for command options: a flag on the command line wins, then an environment",
+        "variable (INTERNVL_MODEL, ...), then the config file, then the built-in default. A key is an",
+        "option's name without the dashes and applies to every command that has the option; COMMAND.key",
+        "applies to one command and wins over the plain key.",
+        "",
+        "  internvl config set model internvl3-2b-awq",
+        "  internvl config set max-tiles 6",
+        "  internvl config set ocr.format text",
+        "  internvl config list",
+        "",
+        "Keys: " + ", ".join(plain),
+    ])
+
+
+config_app = typer.Typer(no_args_is_help=True, help="""Keep option defaults in a config file: set, get, unset, list.
+
+    A key is an option name without dashes (model, max-tiles, format, ...) and applies to every command with
+    that option; COMMAND.key (ocr.format) applies to one command. Flags win over environment variables,
+    which win over the config file. `internvl help config` lists every key.
+
+    \b
+    Examples:
+      internvl config set model internvl3-2b-awq
+      internvl config set ocr.format text
+      internvl config list
+      internvl config unset model
+    """)
+app.add_typer(config_app, name="config")
+
+
+def _root_group():
+    from .shell import root_context
+
+    return root_context().command
+
+
+def _shown(value) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+@config_app.command("set")
+def config_set(key: str = typer.Argument(..., help="An option name (max-tiles) or COMMAND.option (ocr.format)."),
+               value: str = typer.Argument(..., help="The default, as you would type it after the option.")) -> None:
+    """Set a default: `internvl config set KEY VALUE` (checked as the option would check it).
+
+    \b
+    Examples:
+      internvl config set model internvl3-2b-awq
+      internvl config set max-tiles 6
+    """
+    from .shell import check_config_value
+    from .userconfig import set_value
+
+    with _exit_on_error():
+        checked = check_config_value(_root_group(), key, value)
+        path = set_value(key, checked)
+        _note(f"{key} = {_shown(checked)} (in {path})")
+
+
+@config_app.command("get")
+def config_get(key: str = typer.Argument(..., help="A key set with `internvl config set`.")) -> None:
+    """Print a key's value (nothing, with a note on stderr, when it is not set).
+
+    \b
+    Examples:
+      internvl config get model
+    """
+    from .userconfig import load_config
+
+    with _exit_on_error():
+        values = load_config()
+        if key in values:
+            typer.echo(_shown(values[key]))
+        else:
+            _note(f"{key} is not set")
+
+
+@config_app.command("unset")
+def config_unset(key: str = typer.Argument(..., help="A key set with `internvl config set`.")) -> None:
+    """Remove a key: the option's built-in default applies again.
+
+    \b
+    Examples:
+      internvl config unset max-tiles
+    """
+    from .userconfig import unset_value
+
+    with _exit_on_error():
+        if not unset_value(key):
+            _note(f"{key} was not set")
+
+
+@config_app.command("keys")
+def config_keys() -> None:
+    """Print every key a config file may hold and the commands it applies to.
+
+    \b
+    Examples:
+      internvl config keys
+      internvl config keys | grep tiles
+    """
+    from .shell import known_keys
+
+    with _exit_on_error():
+        for key, commands in sorted(known_keys(_root_group()).items()):
+            if "." not in key:
+                typer.echo(f"{key}\t{', '.join(commands)}")
+
+
+@config_app.command("list")
+def config_list(as_json: bool = typer.Option(False, "--json", help="Print the whole file as JSON.")) -> None:
+    """Print every key that is set, `key = value`, one per line (the file's path goes to stderr).
+
+    \b
+    Examples:
+      internvl config list
+      internvl config list --json
+    """
+    from .userconfig import config_path, load_config
+
+    with _exit_on_error():
+        values = load_config()
+        _note(f"config file: {config_path()}" + ("" if values else " (nothing set)"))
+        if as_json:
+            typer.echo(json.dumps(values, indent=2, sort_keys=True))
+            return
+        for key in sorted(values):
+            typer.echo(f"{key} = {_shown(values[key])}")
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 
 class ExitCode(IntEnum):
-    """Process exit codes; their meanings (EXIT_CODE_MEANINGS) are the table README and `internvl help exit-codes` show."""
+    """Process exit codes; EXIT_CODE_MEANINGS below is the table README and `internvl help exit-codes` show."""
 
     OK = 0
     OTHER_ERROR = 1          # a bug or an unexpected failure (run with --verbose and report it)

@@ -15,8 +15,9 @@ Rules (the CLI's help and README describe these):
   no file at all is an error, as in the shell, so a typo does not pass silently.
 * ``-`` reads paths from stdin, NUL-separated if the input contains a NUL (``find -print0``), else one per line;
   blank lines are ignored; entries are literal paths (never globs). A document piped in by mistake
-  (``cat scan.png | internvl ocr -``) is refused with one usage error instead of a line per "path". A listed file keeps the path it was listed
-  with, made relative: ``./a/x.pdf`` -> ``a/x.pdf``, ``/srv/in/x.pdf`` -> ``srv/in/x.pdf`` (leading ``..`` dropped).
+  (``cat scan.png | internvl ocr -``) is refused with one usage error instead of a line per "path". A listed
+  file keeps the path it was listed with for reading and messages; its output name is made relative:
+  ``./a/x.pdf`` -> ``a/x.pdf``, ``/srv/in/x.pdf`` -> ``srv/in/x.pdf`` (leading ``..`` dropped).
   Unlike a common-parent rule this is stable when the list grows between cron runs, so output names never move.
   A listed folder is walked like a folder argument.
 * Files found by walking a folder or a glob with an unsupported extension are skipped with a note.
