@@ -7,9 +7,14 @@ from __future__ import annotations
 
 import difflib
 import os
-from typing import Any, Iterator
+import sys
+from collections.abc import Iterator
+from typing import Any
 
 from typer.core import TyperGroup
+
+from .errors import UsageError
+from .userconfig import load_config
 
 try:  # Typer 0.2x vendors its own copy of Click: its exceptions and context stack are the ones in play
     from typer._click import core as _core, exceptions as _exceptions, globals as _globals
@@ -20,9 +25,6 @@ except ImportError:  # older Typer runs on Click itself
 
 ClickUsageError = _exceptions.UsageError
 Context = _core.Context
-
-from .errors import UsageError
-from .userconfig import load_config
 
 GLOBAL_FLAGS = ("-q", "--quiet", "-v", "--verbose")
 _BOOL_WORDS = {"true", "false", "yes", "no", "on", "off", "1", "0", "y", "n"}
@@ -42,12 +44,12 @@ class InternvlGroup(TyperGroup):
     config_exempt: set[tuple[str, str]] = set()
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        args = hoist_global_flags(self, ctx, list(args))
+        args = hoist_global_flags(self, list(args))
         rest = super().parse_args(ctx, args)
         name = next((token for token in args if not token.startswith("-")), None)
         if name not in _CONFIG_FREE and not ctx.resilient_parsing:
             try:
-                ctx.default_map = config_defaults(self, ctx, load_config())
+                ctx.default_map = config_defaults(self, load_config())
             except UsageError as error:
                 raise ConfigFileError(error.one_line()) from None
         return rest
@@ -57,8 +59,6 @@ class ConfigFileError(ClickUsageError):
     """A broken config file, reported as a usage error (exit 2) before any command runs."""
 
     def show(self, file=None) -> None:  # one line, without the usage text: the command line was not the problem
-        import sys
-
         sys.stderr.write(f"internvl: error: {self.format_message()}\n")
 
 
@@ -81,7 +81,7 @@ def _value_options(command: Any) -> tuple[set[str], set[str]]:
     return takes, flags
 
 
-def hoist_global_flags(group: Any, ctx: Any, args: list[str]) -> list[str]:
+def hoist_global_flags(group: Any, args: list[str]) -> list[str]:
     """`internvl ocr x.pdf -q` -> `internvl -q ocr x.pdf`; also refuses a flag followed by true/false."""
     index = next((i for i, token in enumerate(args) if not token.startswith("-")), None)
     if index is None:
@@ -161,7 +161,7 @@ def known_keys(group: Any) -> dict[str, list[str]]:
     return keys
 
 
-def config_defaults(group: Any, ctx: Any, values: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def config_defaults(group: Any, values: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Click's default_map: for each command, {parameter name: value} from the plain and COMMAND.key entries."""
     defaults: dict[str, dict[str, Any]] = {}
     for name, _, param, key in configurable_options(group):
