@@ -20,8 +20,9 @@ class ExitCode(IntEnum):
     BUSY = 9                 # another run holds the output directory (use --wait)
     PARTIAL = 10             # the run finished but some documents failed
     INVALID_OUTPUT = 11      # an answer could not be made schema-valid (the record carries its errors)
-    OUTPUT = 12              # the output location cannot be used (a file, read-only, cannot be created)
-    DEVICE = 13              # the device needed cannot be used (no CUDA GPU visible)
+    # 12 is SERVER on main (the engines branch): these two follow it so the merge keeps every number
+    OUTPUT = 13              # the output location cannot be used (a file, read-only, cannot be created)
+    DEVICE = 14              # the device needed cannot be used (no CUDA GPU visible)
     INTERRUPTED = 130        # Ctrl-C
     CLOSED_PIPE = 141        # the reader of our output went away (`| head`), as for tools ended by SIGPIPE
     TERMINATED = 143         # SIGTERM

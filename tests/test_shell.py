@@ -108,7 +108,7 @@ def test_output_naming_an_existing_file_is_its_own_error(cli, tiny_model, tmp_pa
     existing = tmp_path / "results"
     existing.write_text("keep me")
     code, out, err = cli("ocr", SAMPLES / "chart.png", "-o", existing, "--model", tiny_model)
-    assert code == ExitCode.OUTPUT == 12
+    assert code == ExitCode.OUTPUT == 13
     assert "is a file" in err and "directory" in err and "report it" not in err
     assert "loading model" not in err and existing.read_text() == "keep me"
 
