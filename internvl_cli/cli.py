@@ -1,9 +1,13 @@
 """The command-line client: parses arguments, prints, and maps core exceptions to messages and exit codes."""
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import os
+import re
 import sys
+import time
 import traceback
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,19 +18,33 @@ import typer
 from . import __version__
 from .engine.base import DEFAULT_MAX_NEW_TOKENS
 from .engine.repetition import LoopRule
-from .errors import ExitCode, InternVLError, UsageError
+from .errors import EXIT_CODE_MEANINGS, ExitCode, InternVLError, UsageError
 from .models.presets import DEFAULT_MODEL
 from .runs.batch import BatchSettings, Hooks, run_documents
 from .runs.progress import make_progress
+from .shell import InternvlGroup
 
 app = typer.Typer(
     name="internvl",
+    cls=InternvlGroup,
     help="Document understanding with InternVL: OCR, chart tables and schema-valid JSON from PDFs and images.\n\n"
-         "Data goes to stdout, progress and errors to stderr. Exit codes are listed in the README.",
+         "Data goes to stdout, progress and errors to stderr; every failure has its own exit code "
+         "(`internvl help exit-codes`). Global options (-q, -v) may come before or after the command. Defaults "
+         "for any option can be kept in a config file (`internvl config set max-tiles 6`).\n\n"
+         "\b\nExamples:\n"
+         "  internvl ocr scan.pdf > scan.md\n"
+         "  internvl -q ocr inbox/ -o out/      # cron: reruns skip what is done\n"
+         "  internvl help exit-codes",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
+    rich_markup_mode=None,  # plain help and one-line usage errors: readable in pipes, pagers and logs
+    context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,
 )
+
+# `inspect --model` reads a checkpoint's tiling only when asked: a configured default model must not make inspect
+# resolve (or download) one.
+InternvlGroup.config_exempt = {("inspect", "model")}
 
 _state = {"verbose": False, "quiet": False}
 
@@ -55,6 +73,8 @@ def _exit_on_error():
     except KeyboardInterrupt:
         _err("internvl: interrupted")
         raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+    except BrokenPipeError:
+        _reader_left()
     except (typer.Exit, typer.Abort, SystemExit):
         raise
     except Exception as exc:  # a bug: one line by default, the traceback with --verbose
@@ -62,6 +82,20 @@ def _exit_on_error():
         if _state["verbose"]:
             _err(traceback.format_exc().rstrip())
         raise typer.Exit(int(ExitCode.OTHER_ERROR)) from None
+
+
+def _reader_left() -> None:
+    """`internvl ... | head`: the reader went away. Like a tool ended by SIGPIPE: no message, exit 141. The run
+    stopped where it was (with -o, finished documents are recorded and a rerun resumes); stdout and stderr are
+    pointed at /dev/null so that flushing them at exit cannot raise again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            os.dup2(devnull, stream.fileno())
+        except (OSError, ValueError):  # not a real file (a test runner's buffer): nothing to protect
+            pass
+    os.close(devnull)
+    raise typer.Exit(int(ExitCode.CLOSED_PIPE))
 
 
 def _version(value: bool) -> None:
@@ -103,18 +137,45 @@ def _setup_logging(verbose: bool, quiet: bool) -> None:
 
 # ----------------------------------------------------------------------------- shared options
 
-ModelOpt = typer.Option(DEFAULT_MODEL, "--model", "-m", envvar="INTERNVL_MODEL",
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
+DTYPES = ("auto", "bfloat16", "float16", "float32")
+
+
+def _check_device(value: str) -> str:
+    """Syntax only (before anything loads); whether the device exists is the engine's question."""
+    if value is not None and not DEVICE_PATTERN.fullmatch(value):
+        raise typer.BadParameter(f"'{value}' is not a device: use auto, cpu, cuda or cuda:N")
+    return value
+
+
+def _check_dtype(value: str) -> str:
+    if value is not None and value not in DTYPES:
+        raise typer.BadParameter(f"'{value}' is not one of {', '.join(DTYPES)}")
+    return value
+
+
+def _preset_names(incomplete: str) -> list[str]:
+    from .models.presets import PRESETS
+
+    return [name for name in PRESETS if name.startswith(incomplete)]
+
+
+ModelOpt = typer.Option(DEFAULT_MODEL, "--model", "-m", envvar="INTERNVL_MODEL", autocompletion=_preset_names,
                         help="Preset name (see `internvl models`), hub id, or local checkpoint directory.")
-DeviceOpt = typer.Option("auto", "--device", help="cuda, cuda:1, cpu, or auto (a GPU when there is one).")
-DtypeOpt = typer.Option("auto", "--dtype", help="auto (bf16 on GPU), bfloat16, float16 or float32.")
+DeviceOpt = typer.Option("auto", "--device", callback=_check_device,
+                         help="cuda, cuda:1, cpu, or auto (a GPU when there is one).")
+DtypeOpt = typer.Option("auto", "--dtype", callback=_check_dtype,
+                        help="auto (bf16 on GPU), bfloat16, float16 or float32.")
 PagesOpt = typer.Option(None, "--pages", help="Pages to process, e.g. 1-3,7 or 10- (counted from 1).")
 PasswordOpt = typer.Option(None, "--password", envvar="INTERNVL_PDF_PASSWORD",
                            help="Password of encrypted PDFs (or set INTERNVL_PDF_PASSWORD).")
 FramesOpt = typer.Option(None, "--frames", help="Frames of multi-frame images read as pages: all or first. "
                          "Default: every TIFF page, the first frame of GIF, WebP and other animations.")
-MinTilesOpt = typer.Option(None, "--min-tiles", help="Fewest 448px tiles per page (default from the model, 1).")
-MaxTilesOpt = typer.Option(None, "--max-tiles", help="Most 448px tiles per page, up to 40 (default from the model, 12).")
-MaxNewTokensOpt = typer.Option(DEFAULT_MAX_NEW_TOKENS, "--max-new-tokens",
+MinTilesOpt = typer.Option(None, "--min-tiles", min=1, max=40,
+                           help="Fewest 448px tiles per page (default from the model, 1).")
+MaxTilesOpt = typer.Option(None, "--max-tiles", min=1, max=40,
+                           help="Most 448px tiles per page, up to 40 (default from the model, 12).")
+MaxNewTokensOpt = typer.Option(DEFAULT_MAX_NEW_TOKENS, "--max-new-tokens", min=1,
                                help="Longest answer per page (per window for extract), in tokens; never more than "
                                     "the model's context leaves after the prompt. An answer that reaches it is "
                                     "flagged truncated.")
@@ -133,26 +194,27 @@ _LOOPS = "Loop detection"
 _RULE = LoopRule()
 LoopStopOpt = typer.Option(True, "--loop-stop/--no-loop-stop", rich_help_panel=_LOOPS,
                            help="Stop an answer that repeats itself longer than a page could (flagged repetition).")
-LoopRepeatsOpt = typer.Option(_RULE.min_repeats, "--loop-repeats", rich_help_panel=_LOOPS,
+LoopRepeatsOpt = typer.Option(_RULE.min_repeats, "--loop-repeats", min=2, rich_help_panel=_LOOPS,
                               help="Fewest back-to-back repeats of one unit that can count as a loop.")
-LoopTokensOpt = typer.Option(_RULE.max_tokens, "--loop-tokens", rich_help_panel=_LOOPS,
+LoopTokensOpt = typer.Option(_RULE.max_tokens, "--loop-tokens", min=1, rich_help_panel=_LOOPS,
                              help="A run of one unit repeated back to back that reaches this many tokens is a loop.")
-LoopCharsOpt = typer.Option(_RULE.max_chars, "--loop-chars", rich_help_panel=_LOOPS,
+LoopCharsOpt = typer.Option(_RULE.max_chars, "--loop-chars", min=1, rich_help_panel=_LOOPS,
                             help="... or longer than this many characters.")
-LoopLinesOpt = typer.Option(_RULE.max_lines, "--loop-lines", rich_help_panel=_LOOPS,
+LoopLinesOpt = typer.Option(_RULE.max_lines, "--loop-lines", min=1, rich_help_panel=_LOOPS,
                             help="... or longer than this many lines.")
-LoopLineCharsOpt = typer.Option(_RULE.max_line_chars, "--loop-line-chars", rich_help_panel=_LOOPS,
+LoopLineCharsOpt = typer.Option(_RULE.max_line_chars, "--loop-line-chars", min=1, rich_help_panel=_LOOPS,
                                 help=f"A short unit (up to {_RULE.short_unit_chars} characters) repeating within "
                                      "one line over more than this many characters is a loop.")
-BatchOpt = typer.Option(None, "--batch-size", help="Most pages per GPU batch (default: from the GPU memory free "
+BatchOpt = typer.Option(None, "--batch-size", min=1, help="Most pages per GPU batch (default: from the GPU memory free "
                         "after loading; 8 on the CPU).")
-BatchTilesOpt = typer.Option(None, "--batch-tiles", help="Most tiles per GPU batch, bounds GPU memory (default: from "
+BatchTilesOpt = typer.Option(None, "--batch-tiles", min=1, help="Most tiles per GPU batch, bounds GPU memory (default: from "
                              "free GPU memory; 64 on the CPU).")
 AwqKernelOpt = typer.Option("auto", "--awq-kernel", envvar="INTERNVL_AWQ_KERNEL",
                             help="AWQ kernel: auto (see `internvl doctor`), marlin, machete, exllamav2, gemm, "
                                  "triton, torch, cpu-int4.")
 OutputOpt = typer.Option(None, "--output", "-o", help="Write one file per document into this directory "
-                         "(with a ledger, so reruns skip finished documents) instead of stdout.")
+                         "(with a ledger, so reruns skip finished documents) instead of stdout; or, for a single "
+                         "document, into this file when it ends in .md, .txt, .jsonl, .json or .csv.")
 IncludeOpt = typer.Option([], "--include", help="Only documents whose relative path or name matches this glob "
                           "(repeatable).")
 ExcludeOpt = typer.Option([], "--exclude", help="Skip documents matching this glob (repeatable).")
@@ -160,19 +222,20 @@ ForceOpt = typer.Option(False, "--force", help="With -o: redo documents the ledg
 RetryOpt = typer.Option(False, "--retry-failed", help="With -o: redo only documents that failed before.")
 WaitOpt = typer.Option(False, "--wait", help="With -o: wait for another run on the same directory instead of "
                        "exiting with code 9.")
-PathsArg = typer.Argument(..., help="PDF or image files, directories, glob patterns, or - to read paths from stdin.")
+PathsArg = typer.Argument(..., metavar="PATH",
+                          help="PDF or image files, directories, glob patterns, or - to read paths from stdin.")
 EngineOpt = typer.Option("hf", "--engine", envvar="INTERNVL_ENGINE",
                          help="hf (transformers, default), vllm (in-process vLLM: continuous batching; "
                               'pip install "internvl-cli[vllm]") or server (OpenAI-compatible servers, --server).')
 ServerOpt = typer.Option([], "--server", help="With --engine server: an OpenAI-compatible base URL, e.g. "
                          "http://127.0.0.1:8000/v1 (repeatable: the servers share the work).")
-ConcurrencyOpt = typer.Option(32, "--concurrency", help="With --engine server: requests in flight over all "
+ConcurrencyOpt = typer.Option(32, "--concurrency", min=1, help="With --engine server: requests in flight over all "
                               "servers (about 32 per GPU behind them).")
-TimeoutOpt = typer.Option(600.0, "--request-timeout", help="With --engine server: seconds one request may take "
+TimeoutOpt = typer.Option(600.0, "--request-timeout", min=1.0, help="With --engine server: seconds one request may take "
                           "before it is retried.")
-TensorParallelOpt = typer.Option(1, "--tensor-parallel-size", help="With --engine vllm: GPUs one model is split "
+TensorParallelOpt = typer.Option(1, "--tensor-parallel-size", min=1, help="With --engine vllm: GPUs one model is split "
                                  "over (models too large for one GPU).")
-DataParallelOpt = typer.Option(1, "--data-parallel-size", help="With --engine vllm: replicas; vLLM runs these only "
+DataParallelOpt = typer.Option(1, "--data-parallel-size", min=1, help="With --engine vllm: replicas; vLLM runs these only "
                                "as a server, see README (several GPUs on one machine).")
 
 
@@ -198,6 +261,15 @@ def _note(message: str) -> None:
         _err(f"internvl: {message}")
 
 
+def _ocr_format_for(output: Optional[Path]) -> Optional[str]:
+    """`-o page.txt` asks for text as surely as `--format text` does."""
+    from .runs.outputs import names_a_file
+
+    if output is None or not names_a_file(output):
+        return None
+    return {".md": "markdown", ".markdown": "markdown", ".txt": "text", ".jsonl": "jsonl"}.get(output.suffix.lower())
+
+
 def _count_docs(paths: list[str]) -> int:
     """How many documents a command will see before any model is loaded (stdin lists count as many)."""
     return 2 if paths == ["-"] or len(paths) != 1 or Path(paths[0]).is_dir() else 1
@@ -205,13 +277,27 @@ def _count_docs(paths: list[str]) -> int:
 
 def run_batch(task, engine, batch: BatchSettings, fmt: str, suffix: str) -> None:
     """Runs a document command through the core and turns its report into the exit code."""
+    loading: dict[str, float] = {}
+
+    def before_load(engine) -> None:
+        loading["start"] = time.perf_counter()
+        _note(f"loading model {engine.model_id} ...")
+
+    def loaded(engine) -> None:
+        seconds = time.perf_counter() - loading.get("start", time.perf_counter())
+        _note(f"model ready in {seconds:.1f} s: " + ", ".join(f"{k}={v}" for k, v in engine.describe().items()))
+
     hooks = Hooks(error=report_error, note=_note, progress=lambda total: make_progress(total, _state["quiet"]),
-                  before_load=lambda engine: _note(f"loading model {engine.model_id} ..."),
-                  loaded=lambda engine: _note("model ready: " + ", ".join(
-                      f"{key}={value}" for key, value in engine.describe().items())))
+                  before_load=before_load, loaded=loaded)
     report = run_documents(task, engine, batch, fmt, suffix, hooks)
-    _note(f"{report.done} done, {len(report.failures)} failed, {report.skipped} skipped, "
-          f"{report.pages} pages in {report.seconds:.1f} s")
+    counts = (f"{report.done} done, {len(report.failures)} failed, {report.skipped} skipped, "
+              f"{report.pages} pages in {report.seconds:.1f} s")
+    if report.interrupted is not None:
+        resume = ("rerun the same command to resume: finished documents are kept" if batch.output_is_directory
+                  else "the output is incomplete; rerun for the rest (with -o DIR a rerun resumes)")
+        _note(f"interrupted after {counts}; {resume}")
+    else:
+        _note(counts)
     code = report.exit_code()
     if code != ExitCode.OK:
         raise typer.Exit(int(code))
@@ -259,7 +345,7 @@ def ocr(
 
     with _exit_on_error():
         batch = BatchSettings(paths, output, include, exclude, force, retry_failed, wait, batch_size, batch_tiles)
-        fmt = fmt or ("markdown" if output or _count_docs(paths) == 1 else "jsonl")
+        fmt = fmt or _ocr_format_for(output) or ("markdown" if output or _count_docs(paths) == 1 else "jsonl")
         _check_choice("--format", fmt, FORMATS)
         _check_common(pages, max_new_tokens, frames)
         prompts = prompt_set("ocr", prompt, anchored_prompt)  # a bad prompt fails before the model loads
@@ -354,9 +440,10 @@ def extract(
 ) -> None:
     """Extract one schema-valid JSON record per document.
 
-    Output: one JSON line per document, {"file", "pages", "data", "valid", "errors", "model",
-    "seconds"}. Decoding is constrained by the schema; a record that still fails validation (for
-    example cut off by --max-new-tokens) has "valid": false and its errors, and exits with code 11.
+    Output: one JSON line per document, {"file", "pages", "data", "valid", "errors", "flags", "model",
+    "seconds", "source"} (README says what each field means). Decoding is constrained by the schema;
+    a record that still fails validation (for example cut off by --max-new-tokens) has "valid": false
+    and its errors, and exits with code 11.
 
     \b
     Examples:
@@ -399,6 +486,11 @@ def prompts(
     Placeholders: {text_layer} the PDF page's text layer (anchored prompts only), {fields} the schema's
     fields with their descriptions and {page_note} which pages the images show (extract). Write {{name}}
     for a literal {name}.
+
+    \b
+    Examples:
+      internvl prompts
+      internvl prompts ocr > my-ocr.md     # edit it, then: internvl ocr scan.pdf --prompt my-ocr.md
     """
     from .tasks.prompts import list_prompts, shipped_prompt
 
@@ -416,7 +508,13 @@ def prompts(
 
 @app.command()
 def schemas() -> None:
-    """List the JSON Schemas shipped with internvl-cli (use their names with `extract --schema`)."""
+    """List the JSON Schemas shipped with internvl-cli (use their names with `extract --schema`).
+
+    \b
+    Examples:
+      internvl schemas
+      internvl extract scan.pdf --schema invoice
+    """
     from .tasks.schemas import list_schemas
 
     with _exit_on_error():
@@ -429,7 +527,16 @@ def status(
     output: Path = typer.Argument(..., help="An output directory written with -o."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
-    """Summarise an output directory: documents done, failed (with reasons) and pending."""
+    """Summarise an output directory: documents done, failed (with reasons), interrupted and pending.
+
+    Interrupted documents (the run was stopped or killed before they finished) are listed apart from
+    failures: rerunning the same command finishes them.
+
+    \b
+    Examples:
+      internvl status out/
+      internvl status out/ --json | jq .failed
+    """
     from .runs.ledger import Ledger
 
     with _exit_on_error():
@@ -444,7 +551,10 @@ def status(
                    f"running: {summary['running']}  interrupted: {summary.get('interrupted', 0)}  "
                    f"pages: {summary['pages']}")
         for failure in summary["failures"]:
-            typer.echo(f"failed: {failure['source']}: {failure['error']}")
+            if failure["interrupted"]:
+                typer.echo(f"interrupted: {failure['source']} (rerun the same command to finish it)")
+            else:
+                typer.echo(f"failed: {failure['source']}: {failure['error']}")
 
 
 @app.command()
@@ -459,6 +569,11 @@ def convert(
     No remote code is executed. The fused vision qkv is split, weights renamed, AWQ quantization lifted
     to the top-level config, and tokenizer, chat template and preprocessor config written. Commands do
     this by themselves (once, cached) when --model names such a checkpoint.
+
+    \b
+    Examples:
+      internvl convert ~/models/InternVL3-2B-AWQ ~/models/InternVL3-2B-AWQ-native
+      internvl ocr scan.pdf --model ~/models/InternVL3-2B-AWQ-native
     """
     from .models.convert import convert_checkpoint
 
@@ -474,7 +589,13 @@ def quantize(
     calibration: list[str] = typer.Option(..., "--calibration", "-c", help="Document images or folders used "
                                           "to calibrate (a few dozen pages of your own documents)."),
 ) -> None:
-    """AWQ-quantize the language model of a native checkpoint (needs a CUDA GPU; vision stays 16-bit)."""
+    """AWQ-quantize the language model of a native checkpoint (needs a CUDA GPU; vision stays 16-bit).
+
+    \b
+    Examples:
+      internvl quantize ~/models/InternVL3-2B-hf ~/models/InternVL3-2B-awq -c my-scans/
+      internvl ocr scan.pdf --model ~/models/InternVL3-2B-awq
+    """
     from .documents.inputs import discover
     from .models.quantize import quantize_to_awq
 
@@ -491,7 +612,14 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print JSON lines.
     """List the model presets: size, layout, quantization, expected GPU memory, engines, whether cached, licence.
 
     The licence column gives the weights' terms as their model cards state them (InternVL's part, then the
-    language model's); read the model card before commercial use.
+    language model's); read the model card before commercial use. A table on a terminal, JSON lines in a
+    pipe or with --json.
+
+    \b
+    Examples:
+      internvl models
+      internvl models --json | jq -r 'select(.cached) | .name'
+      internvl download internvl3-2b-awq
     """
     from .models.presets import PRESETS, is_cached
 
@@ -502,18 +630,26 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print JSON lines.
             for row in rows:
                 typer.echo(json.dumps(row))
             return
-        from rich.console import Console
-        from rich.table import Table
+        _print_models(rows)
 
-        table = Table("preset", "repository", "layout", "quant", "params", "GPU GB", "max tiles", "engines", "cached",
-                      "licence")
-        for row in rows:
-            name = row["name"] + (" (default)" if row["default"] else "")
-            table.add_row(name, row["repo_id"], row["layout"], row["quantization"], row["params"],
-                          f"{row['gpu_memory_gb']:.1f}", str(row["max_tiles"]), ",".join(row["engines"]),
-                          "yes" if row["cached"] else "no",
-                          row["licence"])
-        Console().print(table)
+
+def _print_models(rows: list[dict]) -> None:
+    """The table keeps every repository id whole (the column users copy); the licence column wraps instead."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("preset", "repository", "quant", "GPU GB", "tiles", "engines", "cached", "licence", box=None,
+                  pad_edge=False)
+    for column in table.columns[:7]:
+        column.no_wrap = True
+    for column, key in ((table.columns[0], "name"), (table.columns[1], "repo_id")):
+        column.min_width = max(len(row[key]) + (10 if key == "name" and row["default"] else 0) for row in rows)
+    for row in rows:
+        name = row["name"] + (" (default)" if row["default"] else "")
+        table.add_row(name, row["repo_id"], row["quantization"], f"{row['gpu_memory_gb']:.1f}",
+                      str(row["max_tiles"]), ",".join(row["engines"]), "yes" if row["cached"] else "no",
+                      row["licence"])
+    Console().print(table)
 
 
 @app.command()
@@ -524,27 +660,37 @@ def doctor(
     device: str = DeviceOpt, awq_kernel: str = AwqKernelOpt,
 ) -> None:
     """Check this machine and say what a run would do: torch and its CUDA build, the NVIDIA driver, GPUs, the
-    device, dtype, attention and AWQ kernel a run would pick (and why), compilers, cached kernels, presets that fit.
+    device, dtype, attention and AWQ kernel a run would pick (and why), compilers, cached kernels, presets that fit,
+    the engines installed, and where the config file (`internvl config`) lives. JSON keys are snake_case.
 
     \b
     Examples:
       internvl doctor
       internvl doctor --warm          # compile the AWQ kernel ahead of the first run
       internvl doctor --awq-kernel triton
+      internvl doctor --json | jq .gpus
     """
     from .diagnostics import diagnose, warm as warm_kernel
+    from .userconfig import config_path
 
     with _exit_on_error():
         report = diagnose(device=device, awq_kernel=awq_kernel)
+        path = config_path()
+        report["config file"] = f"{path}" + ("" if path.exists() else " (not created yet)")
         if warm:
             report["warm"] = warm_kernel(device=device, awq_kernel=awq_kernel)
         if as_json:
-            typer.echo(json.dumps(report, indent=2))
+            typer.echo(json.dumps({_json_key(key): value for key, value in report.items()}, indent=2))
             return
         for key, value in report.items():
             if isinstance(value, list):
                 value = ", ".join(value) or "none"
             typer.echo(f"{key:>16}: {value}")
+
+
+def _json_key(label: str) -> str:
+    """'awq kernels' -> 'awq_kernels': report labels read well on a terminal, keys must be identifiers."""
+    return re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_")
 
 
 def _check_choice(option: str, value: str, choices) -> None:
@@ -612,18 +758,21 @@ def inspect(
     """Show, without loading a model, how each page will be tiled and what it will cost.
 
     Per page: its pixel size (PDF pages measured at 200 DPI), the chosen grid of 448px tiles, the tile
-    count (grid plus thumbnail), the image tokens it costs, and whether a PDF text layer exists.
+    count (grid plus thumbnail), the image tokens it costs, and whether a PDF text layer exists. Folders,
+    globs and stdin lists are read as `ocr` reads them.
     With --prompt: the full prompt each page (or extract window) would be sent with, image tokens
     shown as <IMG_CONTEXT>*N, and its token count and answer budget.
 
     \b
     Examples:
       internvl inspect scan.pdf --max-tiles 6
+      internvl inspect scans/ --json | jq -s 'map(.image_tokens) | add'
       internvl inspect scan.pdf --prompt ocr --model internvl3-2b-awq
       internvl inspect bill.pdf --prompt my-extract.md --task extract --schema invoice --no-system
     """
     from .documents.inspection import inspect_pages
     from .documents.tiling import TilingConfig
+    from .runs.batch import find_documents
 
     with _exit_on_error():
         if prompt is not None:
@@ -633,10 +782,9 @@ def inspect(
         _check_common(pages, 1, frames)
         base = _open_engine(model, "cpu", "auto").tiling if model else TilingConfig()
         tiling = base.with_limits(min_tiles, max_tiles)
-        failed: list[InternVLError] = []
+        found = find_documents(paths, hooks=Hooks(error=report_error, note=_note))
+        failed: list[InternVLError] = list(found.errors)
         rows = []
-        found = _discover_plain(paths)
-        failed.extend(found.errors)
         for path in [doc.path for doc in found.docs]:
             try:
                 rows.extend(inspect_pages(path, tiling, password=password, pages=pages, frames=frames))
@@ -653,6 +801,7 @@ def _inspect_prompts(paths, prompt, anchored_prompt, task_name, schema, system, 
                      pages, password, frames, min_tiles, max_tiles, max_new_tokens, as_json) -> None:
     """`inspect --prompt`: builds the command's task as the command would and prints each unit's prompt."""
     from .engine.base import Sampling
+    from .runs.batch import find_documents
     from .runs.preview import preview_prompts
     from .tasks.prompts import SHIPPED, prompt_set, resolve_system
 
@@ -693,9 +842,8 @@ def _inspect_prompts(paths, prompt, anchored_prompt, task_name, schema, system, 
             from .tasks.chart import ChartTask
 
             task = ChartTask(options, engine.model_id, prompts=prompts)
-    failed: list[InternVLError] = []
-    found = _discover_plain(paths)
-    failed.extend(found.errors)
+    found = find_documents(paths, hooks=Hooks(error=report_error, note=_note))
+    failed: list[InternVLError] = list(found.errors)
     shown = 0
     for path in [doc.path for doc in found.docs]:
         try:
@@ -728,15 +876,6 @@ def _visible(text: str) -> str:
                    for c in text)
 
 
-def _discover_plain(paths: list[str]):
-    from .documents.inputs import discover
-
-    found = discover(paths, stdin=sys.stdin)
-    for error in found.errors:
-        report_error(error)
-    return found
-
-
 def _print_inspection(rows: list[dict], as_json: bool) -> None:
     if as_json or not sys.stdout.isatty():
         for row in rows:
@@ -755,13 +894,221 @@ def _print_inspection(rows: list[dict], as_json: bool) -> None:
     _err(f"internvl: {len(rows)} pages, {sum(r['tiles'] for r in rows)} tiles, {total} image tokens")
 
 
+@app.command()
+def download(
+    model: str = typer.Argument(..., metavar="MODEL", autocompletion=_preset_names,
+                                help="A preset (see `internvl models`), a hub id, or a local checkpoint directory."),
+    revision: Optional[str] = typer.Option(None, "--revision", help="Branch, tag or commit of the hub repository."),
+) -> None:
+    """Fetch a model into the local cache and convert it ahead of time, with progress.
+
+    Later runs then neither download nor convert (a cron job at 3 a.m. must not wait for, or fail on, the
+    network). The local native checkpoint directory is printed on stdout; a model already fetched and
+    converted is only looked up. With HF_HUB_OFFLINE=1 only the cache is used.
+
+    \b
+    Examples:
+      internvl download internvl3-2b-awq
+      internvl download OpenGVLab/InternVL3-8B-hf --revision main
+      HF_HUB_OFFLINE=1 internvl ocr scan.pdf -m internvl3-2b-awq    # later, offline
+    """
+    from .models.checkpoints import download_checkpoint
+
+    with _exit_on_error():
+        _note(f"fetching {model} (files already in the cache are not fetched again) ...")
+        path, model_id = download_checkpoint(model, revision, progress=not _state["quiet"], note=_note)
+        _note(f"ready: {model_id} -> {path}")
+        typer.echo(str(path))
+
+
+@app.command("help")
+def help_topic(topic: Optional[str] = typer.Argument(None, metavar="[TOPIC]",
+                                                     help="exit-codes, config, or the name of a command.")) -> None:
+    """Explain a topic: `exit-codes` (what scripts can rely on), `config` (keys and precedence), or a command.
+
+    \b
+    Examples:
+      internvl help exit-codes
+      internvl help config
+      internvl help ocr
+    """
+    from .shell import Context, root_context
+
+    root = root_context()
+    with _exit_on_error():
+        if topic in (None, ""):
+            typer.echo(root.command.get_help(root))
+        elif topic in ("exit-codes", "exit-code", "codes"):
+            typer.echo(exit_code_table())
+        elif topic == "config":
+            typer.echo(config_help(root.command))
+        elif topic in root.command.commands:
+            command = root.command.commands[topic]
+            typer.echo(command.get_help(Context(command, info_name=topic, parent=root)))
+        else:
+            raise UsageError(f"no help topic '{topic}'", hint="try exit-codes, config, or a command name")
+
+
+def exit_code_table() -> str:
+    lines = ["Exit codes (the same table as README's):", ""]
+    lines += [f"  {int(code):>3}  {code.name:<16} {meaning}" for code, meaning in EXIT_CODE_MEANINGS.items()]
+    lines += ["", "With several documents, a failure never stops the others; when every document failed for the",
+              "same reason the exit code is that reason's, when some succeeded it is 10."]
+    return "\n".join(lines)
+
+
+def config_help(group) -> str:
+    from .shell import known_keys
+    from .userconfig import config_path
+
+    keys = known_keys(group)
+    plain = sorted(key for key in keys if "." not in key)
+    return "\n".join([
+        f"Config file: {config_path()} (INTERNVL_CLI_CONFIG to use another one).",
+        "",
+        "It holds defaults for command options: a flag on the command line wins, then an environment",
+        "variable (INTERNVL_MODEL, ...), then the config file, then the built-in default. A key is an",
+        "option's name without the dashes and applies to every command that has the option; COMMAND.key",
+        "applies to one command and wins over the plain key.",
+        "",
+        "  internvl config set model internvl3-2b-awq",
+        "  internvl config set max-tiles 6",
+        "  internvl config set ocr.format text",
+        "  internvl config list",
+        "",
+        "Keys: " + ", ".join(plain),
+    ])
+
+
+config_app = typer.Typer(no_args_is_help=True, help="""Keep option defaults in a config file: set, get, unset, list.
+
+    A key is an option name without dashes (model, max-tiles, format, ...) and applies to every command with
+    that option; COMMAND.key (ocr.format) applies to one command. Flags win over environment variables,
+    which win over the config file. `internvl help config` lists every key.
+
+    \b
+    Examples:
+      internvl config set model internvl3-2b-awq
+      internvl config set ocr.format text
+      internvl config list
+      internvl config unset model
+    """)
+app.add_typer(config_app, name="config")
+
+
+def _root_group():
+    from .shell import root_context
+
+    return root_context().command
+
+
+def _shown(value) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+@config_app.command("set")
+def config_set(key: str = typer.Argument(..., help="An option name (max-tiles) or COMMAND.option (ocr.format)."),
+               value: str = typer.Argument(..., help="The default, as you would type it after the option.")) -> None:
+    """Set a default: `internvl config set KEY VALUE` (checked as the option would check it).
+
+    \b
+    Examples:
+      internvl config set model internvl3-2b-awq
+      internvl config set max-tiles 6
+    """
+    from .shell import check_config_value
+    from .userconfig import set_value
+
+    with _exit_on_error():
+        checked = check_config_value(_root_group(), key, value)
+        path = set_value(key, checked)
+        _note(f"{key} = {_shown(checked)} (in {path})")
+
+
+@config_app.command("get")
+def config_get(key: str = typer.Argument(..., help="A key set with `internvl config set`.")) -> None:
+    """Print a key's value (nothing, with a note on stderr, when it is not set).
+
+    \b
+    Examples:
+      internvl config get model
+    """
+    from .userconfig import load_config
+
+    with _exit_on_error():
+        values = load_config()
+        if key in values:
+            typer.echo(_shown(values[key]))
+        else:
+            _note(f"{key} is not set")
+
+
+@config_app.command("unset")
+def config_unset(key: str = typer.Argument(..., help="A key set with `internvl config set`.")) -> None:
+    """Remove a key: the option's built-in default applies again.
+
+    \b
+    Examples:
+      internvl config unset max-tiles
+    """
+    from .userconfig import unset_value
+
+    with _exit_on_error():
+        if not unset_value(key):
+            _note(f"{key} was not set")
+
+
+@config_app.command("keys")
+def config_keys() -> None:
+    """Print every key a config file may hold and the commands it applies to.
+
+    \b
+    Examples:
+      internvl config keys
+      internvl config keys | grep tiles
+    """
+    from .shell import known_keys
+
+    with _exit_on_error():
+        for key, commands in sorted(known_keys(_root_group()).items()):
+            if "." not in key:
+                typer.echo(f"{key}\t{', '.join(commands)}")
+
+
+@config_app.command("list")
+def config_list(as_json: bool = typer.Option(False, "--json", help="Print the whole file as JSON.")) -> None:
+    """Print every key that is set, `key = value`, one per line (the file's path goes to stderr).
+
+    \b
+    Examples:
+      internvl config list
+      internvl config list --json
+    """
+    from .userconfig import config_path, load_config
+
+    with _exit_on_error():
+        values = load_config()
+        _note(f"config file: {config_path()}" + ("" if values else " (nothing set)"))
+        if as_json:
+            typer.echo(json.dumps(values, indent=2, sort_keys=True))
+            return
+        for key in sorted(values):
+            typer.echo(f"{key} = {_shown(values[key])}")
+
+
 def main() -> None:
     """Console-script entry point."""
     try:
         app()
-    except BrokenPipeError:  # `internvl ... | head`: the reader left; that is not an error
-        sys.stderr.close()
-        raise SystemExit(0) from None
+    except SystemExit as stop:
+        # Outside our commands (`internvl --help | head`) Click turns EPIPE into exit 1; same rule as inside.
+        cause = stop.__context__
+        if stop.code == 1 and isinstance(cause, OSError) and cause.errno == errno.EPIPE:
+            try:
+                _reader_left()
+            except typer.Exit as closed:
+                raise SystemExit(closed.exit_code) from None
+        raise
 
 
 if __name__ == "__main__":

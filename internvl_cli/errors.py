@@ -6,7 +6,7 @@ from pathlib import Path
 
 
 class ExitCode(IntEnum):
-    """Process exit codes; the README's table is generated from these names and docs."""
+    """Process exit codes; EXIT_CODE_MEANINGS below is the table README and `internvl help exit-codes` show."""
 
     OK = 0
     OTHER_ERROR = 1          # a bug or an unexpected failure (run with --verbose and report it)
@@ -16,13 +16,42 @@ class ExitCode(IntEnum):
     MODEL_NOT_FOUND = 5      # the model id/path cannot be resolved (offline, typo)
     MODEL_LOAD = 6           # the checkpoint exists but cannot be loaded (layout, dependencies)
     OUT_OF_MEMORY = 7        # the GPU ran out of memory even at batch size 1
-    SCHEMA = 8               # the JSON Schema file is invalid
+    SCHEMA = 8               # the --schema cannot be found or is not a valid JSON Schema
     BUSY = 9                 # another run holds the output directory (use --wait)
     PARTIAL = 10             # the run finished but some documents failed
     INVALID_OUTPUT = 11      # an answer could not be made schema-valid (the record carries its errors)
     SERVER = 12              # --engine server: no server reachable, or it kept answering with errors
+    OUTPUT = 13              # the output location cannot be used (a file, read-only, cannot be created)
+    DEVICE = 14              # the device needed cannot be used (no CUDA GPU visible, or one torch cannot use)
     INTERRUPTED = 130        # Ctrl-C
+    CLOSED_PIPE = 141        # the reader of our output went away (`| head`), as for tools ended by SIGPIPE
     TERMINATED = 143         # SIGTERM
+
+
+# The one exit-code table: README's "Exit codes" section and `internvl help exit-codes` show exactly this.
+EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
+    ExitCode.OK: "everything asked for was done",
+    ExitCode.OTHER_ERROR: "an unexpected failure (a bug): rerun with `--verbose` and report it",
+    ExitCode.BAD_ARGS: "wrong command-line usage: an unknown option, a value out of range, no documents found, "
+                       "a bad config file",
+    ExitCode.INPUT_FILE: "a file is missing, unreadable, unsupported, corrupt, empty or too large",
+    ExitCode.PASSWORD: "an encrypted PDF needs a (correct) `--password`",
+    ExitCode.MODEL_NOT_FOUND: "the model id or path cannot be resolved (offline, typo, missing folder)",
+    ExitCode.MODEL_LOAD: "the checkpoint exists but cannot be loaded or converted",
+    ExitCode.OUT_OF_MEMORY: "the GPU ran out of memory even for a single page",
+    ExitCode.SCHEMA: "the `--schema` cannot be found or is not a valid JSON Schema",
+    ExitCode.BUSY: "another run holds the output directory (use `--wait`)",
+    ExitCode.PARTIAL: "the run finished but some documents failed",
+    ExitCode.INVALID_OUTPUT: "an answer could not be made schema-valid (the record lists its errors)",
+    ExitCode.SERVER: "`--engine server`: no server reachable, or it kept answering with errors after retries",
+    ExitCode.OUTPUT: "the output location cannot be used: a file where a folder is needed, read-only, "
+                     "cannot be created, or an existing destination (`--overwrite`)",
+    ExitCode.DEVICE: "the device needed cannot be used: no CUDA GPU is visible (`--device cuda`, `quantize`), "
+                     "or the system shows one that torch cannot use (driver too old for this torch)",
+    ExitCode.INTERRUPTED: "stopped by Ctrl-C (with `-o`, rerun to resume)",
+    ExitCode.CLOSED_PIPE: "the reader of stdout or stderr went away (`head` had enough); as for tools ended by SIGPIPE",
+    ExitCode.TERMINATED: "stopped by SIGTERM (with `-o`, rerun to resume)",
+}
 
 
 def short_reason(exc: BaseException, limit: int = 200) -> str:
@@ -69,13 +98,25 @@ class PasswordError(InputFileError):
 class ModelNotFoundError(InternVLError):
     exit_code = ExitCode.MODEL_NOT_FOUND
     hint = (
-        "pass a local checkpoint directory with --model PATH, or download it once with network access; "
-        "set HF_HUB_OFFLINE=1 to use only the local cache"
+        "pass a local checkpoint directory with --model PATH, or fetch it once with network access "
+        "(`internvl download MODEL`)"
     )
 
 
 class ModelLoadError(InternVLError):
     exit_code = ExitCode.MODEL_LOAD
+
+
+class DeviceError(ModelLoadError):
+    """The device a command needs is not there (no CUDA GPU visible); a kind of load failure with its own code."""
+
+    exit_code = ExitCode.DEVICE
+
+
+class OutputError(InternVLError):
+    """The output location cannot be used: a file where a folder is needed, read-only, cannot be created."""
+
+    exit_code = ExitCode.OUTPUT
 
 
 class OutOfMemoryError(InternVLError):

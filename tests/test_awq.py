@@ -278,6 +278,8 @@ def test_quantize_pipeline_on_cpu_with_a_tiny_model(tmp_path, monkeypatch):
     Image.effect_noise((600, 800), 40).convert("RGB").save(page)
 
     # One tile of one page: float16 matmuls are slow on CPU, and the vision tower runs at full width.
+    monkeypatch.chdir(tmp_path)  # gptqmodel writes its per-layer logs below the current folder unless told not to
+    monkeypatch.setenv("INTERNVL_CLI_CACHE", str(tmp_path / "cache"))
     dst = quantize._quantize(src, tmp_path / "dst", [page], group_size=32, max_tiles=1,
                              prompt="Read the page.", device="cpu")
 
@@ -291,10 +293,12 @@ def test_quantize_pipeline_on_cpu_with_a_tiny_model(tmp_path, monkeypatch):
     model = _load(dst, config=config)
     assert sorted(awq.quantized_module_names(model)) == LM_LINEARS
     assert not _logits(model, torch.bfloat16).isnan().any()
+    assert not (tmp_path / "logs").exists()  # nothing left in the user's folder (the suite's: the repository)
+    assert (tmp_path / "cache" / "quantize-logs").is_dir()
 
 
 def test_quantize_checks_its_arguments(tmp_path):
-    from internvl_cli.errors import InputFileError, UsageError
+    from internvl_cli.errors import InputFileError, OutputError, UsageError
     from internvl_cli.models.quantize import _quantize
     from tiny_models import build_tiny_native
 
@@ -309,7 +313,7 @@ def test_quantize_checks_its_arguments(tmp_path):
         _quantize(src, tmp_path / "dst", [tmp_path / "broken.png"], **args)
     (tmp_path / "dst").mkdir()
     (tmp_path / "dst" / "old.txt").write_text("x")
-    with pytest.raises(UsageError, match="not empty"):
+    with pytest.raises(OutputError, match="not empty"):
         _quantize(src, tmp_path / "dst", [tmp_path / "broken.png"], **args)
     with pytest.raises(UsageError, match="group size"):
         _quantize(src, tmp_path / "dst", [tmp_path / "missing.png"], **{**args, "group_size": 48})

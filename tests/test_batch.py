@@ -31,7 +31,11 @@ def inbox(tmp_path) -> Path:
 
 
 def outputs(out: Path) -> list[str]:
-    return sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and ".internvl" not in p.parts)
+    """Finished output files; a temp file being written is not one (a signal may still remove it)."""
+    from internvl_cli.runs.outputs import is_temp_name
+
+    return sorted(str(p.relative_to(out)) for p in out.rglob("*")
+                  if p.is_file() and ".internvl" not in p.parts and not is_temp_name(p.name))
 
 
 def ledger_rows(out: Path) -> list[tuple[str, str]]:

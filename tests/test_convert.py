@@ -12,7 +12,7 @@ from internvl_cli.models import convert
 from internvl_cli.models.convert import (
     MARKER_FILE, NATIVE, REMOTE_CODE, convert_checkpoint, converted_cache_dir, detect_layout, ensure_native,
 )
-from internvl_cli.errors import ExitCode, ModelLoadError
+from internvl_cli.errors import ExitCode, ModelLoadError, OutputError
 from tiny_models import CHAT_TEMPLATE, build_tiny_native
 from tiny_official import SYSTEM_PROMPT, build_tiny_native_variant, build_tiny_official
 
@@ -320,9 +320,9 @@ def test_refuses_existing_destination_unless_overwrite(tmp_path, pair):
     dst = tmp_path / "converted"
     dst.mkdir()
     (dst / "keep.txt").write_text("x")
-    with pytest.raises(ModelLoadError):
+    with pytest.raises(OutputError, match="already exists") as refused:
         convert_checkpoint(pair[1], dst)
-    assert (dst / "keep.txt").exists()
+    assert "--overwrite" in refused.value.hint and (dst / "keep.txt").exists()
     convert_checkpoint(pair[1], dst, overwrite=True)
     assert not (dst / "keep.txt").exists() and detect_layout(dst) == NATIVE
 

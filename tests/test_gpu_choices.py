@@ -10,7 +10,7 @@ from internvl_cli.engine.gpu import (
     CPU_COMFORT_BYTES, KERNELS, Driver, Gpu, Machine, ModelDims, Toolchain, choose_attention, choose_awq_kernel,
     choose_device, choose_dtype, default_batch_limits, toolchain_problem, triton_problem, why_no_cuda,
 )
-from internvl_cli.errors import ExitCode, ModelLoadError
+from internvl_cli.errors import ExitCode, ModelLoadError, UsageError
 
 GiB = 2**30
 H100 = Gpu(0, "NVIDIA H100 80GB HBM3", (9, 0), 80 * GiB, 79 * GiB)
@@ -128,7 +128,7 @@ def test_a_forced_kernel_is_checked_before_anything_loads():
     assert choose_awq_kernel(cuda_machine(A10, NO_NVCC), "cuda", forced="torch").kernel.backend == "torch_awq"
     forced = choose_awq_kernel(cuda_machine(A10), "cuda", forced="gemm")
     assert forced.compile and forced.extension == "awq" and forced.fallback is None  # asked for: no silent swap
-    with pytest.raises(ModelLoadError, match="unknown AWQ kernel 'fast'"):
+    with pytest.raises(UsageError, match="unknown AWQ kernel 'fast'"):  # a bad option value: exit 2
         choose_awq_kernel(cuda_machine(A10), "cuda", forced="fast")
     with pytest.raises(ModelLoadError, match="CPU only"):
         choose_awq_kernel(cuda_machine(A10), "cuda", forced="cpu-int4")

@@ -99,9 +99,9 @@ def test_doctor_here_is_truthful(cli):
     report = json.loads(out)
     found = machine.probe_machine(toolchain=True)
     assert code == 0, err
-    if not found.gpus:
+    if not found.gpus:  # `--json` keys are snake_case
         assert report["device"].startswith("cpu") or "stops" in report["device"]
-        assert report["awq kernel"].startswith(("cpu-int4 on cpu", "torch on cpu"))
+        assert report["awq_kernel"].startswith(("cpu-int4 on cpu", "torch on cpu"))
     if found.torch_cuda is None:
         # a CPU build of torch cannot compile CUDA kernels, whatever nvcc is installed
         assert "cannot be built here: this torch is a CPU-only build" in report["toolchain"]

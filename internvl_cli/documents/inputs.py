@@ -2,6 +2,8 @@
 
 Rules (the CLI's help and README describe these):
 
+* Paths are kept **as the user gave them** (``samples/x.pdf`` stays relative, ``./a`` walks to ``./a/x.pdf``), so
+  records and messages show what was typed; only ``root`` is absolute.
 * A **file** argument is always returned, whatever its extension (the loader then says precisely what is wrong
   with it); its ``relative`` path is its name.
 * A **folder** argument is walked recursively; ``relative`` is the path below that folder. Hidden files and
@@ -12,8 +14,10 @@ Rules (the CLI's help and README describe these):
   exists; ``relative`` is the path below its non-glob prefix (``in/**/*.pdf`` -> below ``in``). A glob that matches
   no file at all is an error, as in the shell, so a typo does not pass silently.
 * ``-`` reads paths from stdin, NUL-separated if the input contains a NUL (``find -print0``), else one per line;
-  blank lines are ignored; entries are literal paths (never globs). A listed file keeps the path it was listed
-  with, made relative: ``./a/x.pdf`` -> ``a/x.pdf``, ``/srv/in/x.pdf`` -> ``srv/in/x.pdf`` (leading ``..`` dropped).
+  blank lines are ignored; entries are literal paths (never globs). A document piped in by mistake
+  (``cat scan.png | internvl ocr -``) is refused with one usage error instead of a line per "path". A listed
+  file keeps the path it was listed with for reading and messages; its output name is made relative:
+  ``./a/x.pdf`` -> ``a/x.pdf``, ``/srv/in/x.pdf`` -> ``srv/in/x.pdf`` (leading ``..`` dropped).
   Unlike a common-parent rule this is stable when the list grows between cron runs, so output names never move.
   A listed folder is walked like a folder argument.
 * Files found by walking a folder or a glob with an unsupported extension are skipped with a note.
@@ -25,7 +29,8 @@ Rules (the CLI's help and README describe these):
   a special file, two inputs that would write the same output) are returned in ``Discovery.errors`` as
   InputFileError (exit code 3) instead of raising, so the run reports them and still processes the rest.
 * Order is deterministic: arguments in the order given, each one's documents sorted by relative path.
-  The same file reached twice (same real path) is kept once, at its first occurrence.
+  The same file reached twice (same real path: a repeated argument, a symbolic link) is kept once, at its first
+  occurrence; the others are listed in ``Discovery.duplicates`` so the caller can say so.
 """
 from __future__ import annotations
 
@@ -37,7 +42,7 @@ from functools import lru_cache
 from pathlib import Path, PurePosixPath
 from typing import Iterable, Iterator, Sequence, TextIO
 
-from ..errors import InputFileError
+from ..errors import InputFileError, UsageError
 
 # An output folder keeps its ledger and lock in this folder; discovery never walks into such output folders.
 STATE_DIR_NAME = ".internvl"
@@ -51,7 +56,7 @@ _GLOB_CHARS = re.compile(r"[*?\[]")
 class InputDoc:
     """One document to process: where to read it and the relative path its output name mirrors."""
 
-    path: Path                  # absolute (symlinks not resolved, so messages show what the user sees)
+    path: Path                  # as the user gave it, relative or absolute (symlinks not resolved)
     root: Path                  # absolute folder that `relative` is taken from
     relative: PurePosixPath
 
@@ -69,6 +74,7 @@ class Discovery:
     docs: list[InputDoc] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
     errors: list[InputFileError] = field(default_factory=list)
+    duplicates: list[tuple[Path, Path]] = field(default_factory=list)  # (skipped path, the kept path it repeats)
 
 
 def is_supported(path: str | os.PathLike[str]) -> bool:
@@ -98,15 +104,43 @@ def discover(
 
 
 def read_path_list(stream: TextIO) -> list[str]:
-    """Paths from a stream: NUL-separated if it contains a NUL, else one per line; blank entries dropped."""
+    """Paths from a stream: NUL-separated if it contains a NUL, else one per line; blank entries dropped.
+
+    Raises UsageError when the stream holds a document or other binary data instead of a list of paths."""
     buffer = getattr(stream, "buffer", None)
     # Raw bytes + fsdecode keep file names that are not valid UTF-8, as the file system stores them.
-    data = os.fsdecode(buffer.read()) if buffer is not None else stream.read()
+    raw = buffer.read() if buffer is not None else None
+    data = os.fsdecode(raw) if raw is not None else stream.read()
+    _refuse_binary(raw if raw is not None else os.fsencode(data))
     if "\0" in data:
         entries = data.split("\0")
     else:
         entries = [line[:-1] if line.endswith("\r") else line for line in data.split("\n")]
     return [e for e in entries if e.strip()]
+
+
+# Signatures of the documents people pipe in by mistake (`cat scan.png | internvl ocr -`).
+_MAGIC = ((b"%PDF-", "a PDF"), (b"\x89PNG\r\n\x1a\n", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"),
+          (b"GIF87a", "a GIF image"), (b"GIF89a", "a GIF image"), (b"II*\x00", "a TIFF image"),
+          (b"MM\x00*", "a TIFF image"))
+# Bytes a list of file names practically never holds (names may, in theory, hold any byte but / and NUL).
+_CONTROL = frozenset(range(32)) - {9, 10, 13, 0}
+
+
+def _refuse_binary(data: bytes) -> None:
+    kind = next((name for magic, name in _MAGIC if data.startswith(magic)), None)
+    if kind is None and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        kind = "a WebP image"
+    if kind is None:
+        sample = data[:65536]
+        if len(sample) >= 64 and sum(byte in _CONTROL for byte in sample) > 0.05 * len(sample):
+            kind = "binary data"
+    if kind is not None:
+        raise UsageError(
+            f"stdin holds {kind}, not a list of file paths",
+            hint="`-` reads file names, one per line or NUL-separated as from find -print0; "
+                 "pass the document's own path instead, e.g. internvl ocr scan.png",
+        )
 
 
 def _identity(path: str | os.PathLike[str] | None) -> tuple[int, int] | None:
@@ -201,7 +235,7 @@ class _Walker:
         self.result = result
         self.filters = filters
         self.out_dir_id = out_dir_id
-        self.seen: set[str] = set()
+        self.seen: dict[str, str] = {}  # real path -> the path kept for it
 
     # -- argument kinds -------------------------------------------------------------------------
 
@@ -209,9 +243,9 @@ class _Walker:
         if arg == "":
             self._error("an empty path was given", arg)
         elif os.path.isdir(arg):
-            self._add_tree(os.path.abspath(arg))
+            self._add_tree(arg)
         elif os.path.lexists(arg):
-            self._add_file(os.path.abspath(arg), PurePosixPath(os.path.basename(os.path.abspath(arg))))
+            self._add_file(arg, PurePosixPath(os.path.basename(os.path.abspath(arg))))
         elif _GLOB_CHARS.search(arg):
             self._add_glob(arg)
         else:
@@ -219,9 +253,9 @@ class _Walker:
 
     def add_stdin_entry(self, entry: str) -> None:
         if os.path.isdir(entry):
-            self._add_tree(os.path.abspath(entry))
+            self._add_tree(entry)
         elif os.path.lexists(entry):
-            self._add_file(os.path.abspath(entry), _as_listed(entry))
+            self._add_file(entry, _as_listed(entry))
         else:
             self._error("file not found (listed on stdin)", entry)
 
@@ -235,22 +269,22 @@ class _Walker:
             if reason:
                 self._skip(path, reason)
             else:
-                self._keep([(path, relative)], root=str(Path(path).parents[len(relative.parts) - 1]))
+                root = Path(os.path.abspath(path)).parents[len(relative.parts) - 1]
+                self._keep([(path, relative)], root=str(root))
 
-    def _add_tree(self, root: str) -> None:
-        found = [(p, r) for p, r in self._walk(root, max_depth=None) if self._accept_walked(p, r)]
-        self._keep(found, root)
+    def _add_tree(self, folder: str) -> None:
+        found = [(p, r) for p, r in self._walk(folder, max_depth=None) if self._accept_walked(p, r)]
+        self._keep(found, os.path.abspath(folder))
 
     def _add_glob(self, arg: str) -> None:
         prefix, rest = _split_glob(arg)
-        root = os.path.abspath(prefix)
         regex = glob_regex(rest)
         max_depth = None if "**" in rest else rest.count("/") + 1
-        matched = [(p, r) for p, r in self._walk(root, max_depth, quiet=True) if regex.fullmatch(r.as_posix())]
+        matched = [(p, r) for p, r in self._walk(prefix, max_depth, quiet=True) if regex.fullmatch(r.as_posix())]
         if not matched:
             self._error("no file matches this pattern", arg)
             return
-        self._keep([(p, r) for p, r in matched if self._accept_walked(p, r)], root)
+        self._keep([(p, r) for p, r in matched if self._accept_walked(p, r)], os.path.abspath(prefix))
 
     # -- walking ------------------------------------------------------------------------------
 
@@ -271,13 +305,15 @@ class _Walker:
                 if entry.name.startswith("."):
                     continue
                 child = rel / entry.name
+                # `internvl ocr .` shows x.pdf, not ./x.pdf (entry.path would keep the "./")
+                shown = entry.name if folder == os.curdir else entry.path
                 if entry.is_dir(follow_symlinks=False):
                     if self._enter(entry, child, max_depth, quiet):
-                        stack.append((entry.path, child))
+                        stack.append((shown, child))
                 elif entry.is_file():
-                    yield entry.path, child
+                    yield shown, child
                 elif not quiet:
-                    self._skip(entry.path, _odd_entry_reason(entry))
+                    self._skip(shown, _odd_entry_reason(entry))
 
     def _enter(self, entry: os.DirEntry[str], rel: PurePosixPath, max_depth: int | None, quiet: bool) -> bool:
         """Whether to descend into a sub-folder; notes why not, except for mere depth limits."""
@@ -312,8 +348,10 @@ class _Walker:
         for path, relative in sorted(found, key=lambda pr: pr[1].parts):
             real = os.path.realpath(path)
             if real not in self.seen:
-                self.seen.add(real)
+                self.seen[real] = path
                 self.result.docs.append(InputDoc(Path(path), Path(root), relative))
+            else:
+                self.result.duplicates.append((Path(path), Path(self.seen[real])))
 
     def _skip(self, path: str, reason: str) -> None:
         self.result.skipped.append(Skipped(Path(path), reason))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from ..errors import ModelLoadError, UsageError
+from ..errors import DeviceError, ModelLoadError, UsageError
 
 # ---------------------------------------------------------------------------------------------- the facts
 
@@ -90,10 +90,10 @@ def choose_device(machine: Machine, requested: str = "auto", model_bytes: int | 
         index = _cuda_index(requested)
         if not machine.gpus:
             why, hint = why_no_cuda(machine)
-            raise ModelLoadError(f"--device {requested}: {why}", hint=hint)
+            raise DeviceError(f"--device {requested}: {why}", hint=hint)
         if index >= len(machine.gpus):
-            raise ModelLoadError(f"--device {requested}: torch sees {len(machine.gpus)} CUDA device(s), "
-                                 f"numbered 0 to {len(machine.gpus) - 1}", hint="see `internvl doctor`")
+            raise DeviceError(f"--device {requested}: torch sees {len(machine.gpus)} CUDA device(s), "
+                              f"numbered 0 to {len(machine.gpus) - 1}", hint="see `internvl doctor`")
         return DeviceChoice(requested, _describe_gpu(machine.gpus[index]))
     if requested != "auto":
         raise UsageError(f"--device {requested}: use auto, cpu, cuda or cuda:N")
@@ -101,8 +101,8 @@ def choose_device(machine: Machine, requested: str = "auto", model_bytes: int | 
         return DeviceChoice("cuda", _describe_gpu(machine.gpus[0]))
     if machine.driver.present:
         why, hint = why_no_cuda(machine)
-        raise ModelLoadError(f"an NVIDIA GPU is present but torch cannot use it: {why}",
-                             hint=f"{hint}; or run on the CPU on purpose with --device cpu")
+        raise DeviceError(f"an NVIDIA GPU is present but torch cannot use it: {why}",
+                          hint=f"{hint}; or run on the CPU on purpose with --device cpu")
     return DeviceChoice("cpu", "no NVIDIA GPU on this machine", cpu_warning(machine, model_bytes))
 
 
@@ -312,7 +312,7 @@ def choose_awq_kernel(machine: Machine, device: str, dtype: str = "float16", for
     kernel this machine cannot run is refused with the reason before anything loads.
     """
     if forced not in KERNEL_NAMES:
-        raise ModelLoadError(f"unknown AWQ kernel '{forced}' (use one of: {', '.join(KERNEL_NAMES)})")
+        raise UsageError(f"--awq-kernel: unknown AWQ kernel '{forced}' (use one of: {', '.join(KERNEL_NAMES)})")
     if not device.startswith("cuda"):
         return _cpu_kernel(machine, dtype, forced)
     gpu = machine.gpus[_cuda_index(device)] if machine.gpus else None

@@ -14,10 +14,11 @@ import re
 import shutil
 import tempfile
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from .config import read_checkpoint_config
-from ..errors import ModelLoadError, short_reason
+from ..errors import ModelLoadError, ModelNotFoundError, OutputError, short_reason
 
 # Bump when the converter's output changes, so cached conversions made by older code are redone.
 # 2: the chat template keeps the source template's default system message.
@@ -135,10 +136,13 @@ def detect_layout(path: Path) -> str:
 def convert_checkpoint(src: Path, dst: Path, overwrite: bool = False) -> Path:
     """Writes the native-layout twin of the remote-code checkpoint `src` to `dst`, all or nothing; returns `dst`."""
     src, dst = Path(src), Path(dst)
+    if not src.exists():
+        raise ModelNotFoundError("checkpoint directory not found", path=src, hint="")
     if detect_layout(src) != REMOTE_CODE:
         raise ModelLoadError("already in the native layout: nothing to convert", path=src)
     if _is_populated(dst) and not overwrite:
-        raise ModelLoadError("the destination already exists", path=dst, hint="choose a new folder or remove it")
+        raise OutputError("the destination already exists", path=dst,
+                          hint="pass --overwrite to replace it, or choose a new folder")
     dst.parent.mkdir(parents=True, exist_ok=True)
     staging = dst.parent / f".{dst.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     staging.mkdir()
@@ -160,8 +164,10 @@ def converted_cache_dir(src_id_or_path: str) -> Path:
     return base / "converted" / f"{_readable_name(src_id_or_path)}-{digest}"
 
 
-def ensure_native(path: Path) -> Path:
-    """`path` itself for a native checkpoint; for a remote-code one, its cached conversion (made once)."""
+def ensure_native(path: Path, before_convert: Callable[[Path, Path], None] | None = None) -> Path:
+    """`path` itself for a native checkpoint; for a remote-code one, its cached conversion (made once).
+
+    `before_convert(src, dst)` is told when a conversion (minutes for a large model) is about to start."""
     path = Path(path)
     if detect_layout(path) == NATIVE:
         return path
@@ -170,9 +176,11 @@ def ensure_native(path: Path) -> Path:
         return dst
     if dst.parent.is_dir():
         _remove_stale_partials(dst)
+    if before_convert is not None:
+        before_convert(path, dst)
     try:
         return convert_checkpoint(path, dst)
-    except ModelLoadError:
+    except (ModelLoadError, OutputError):
         # Another process may have published the same conversion while this one was working.
         if (dst / MARKER_FILE).exists():
             return dst
@@ -213,7 +221,8 @@ def _publish(staging: Path, dst: Path, overwrite: bool) -> None:
     try:
         os.replace(staging, dst)  # POSIX renames over an empty folder, never over a populated one
     except OSError:
-        raise ModelLoadError("the destination appeared while converting", path=dst) from None
+        raise OutputError("the destination appeared while converting", path=dst,
+                          hint="pass --overwrite to replace it") from None
 
 
 def _remove_stale_partials(dst: Path) -> None:

@@ -21,6 +21,8 @@ class Preset:
     engines: tuple[str, ...] = ("hf", "vllm", "server")
 
 
+# Only checkpoints the product can run: InternLM2-based ones (InternVL2/2.5 2B, 8B, 26B and their -MPO/-AWQ
+# versions) are refused by the converter, so they are not offered. README's table lists exactly these.
 # Memory figures are estimates from parameter counts (4-bit LM ~0.55 GB per billion parameters with
 # scales, 16-bit vision tower and projector), plus ~1.5 GB for activations and a 4k-token KV cache.
 PRESETS: dict[str, Preset] = {p.name: p for p in [
@@ -35,10 +37,6 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
            licence="MIT; LLM Qwen2.5-14B: Apache-2.0"),
     Preset("internvl3-38b-awq", "OpenGVLab/InternVL3-38B-AWQ", "remote-code", "awq", "38.4B", 28.0, 6,
            licence="MIT; LLM Qwen2.5-32B: Apache-2.0"),
-    Preset("internvl2.5-8b-mpo-awq", "OpenGVLab/InternVL2_5-8B-MPO-AWQ", "remote-code", "awq", "8.1B", 8.0, 12,
-           licence="MIT; LLM InternLM2.5-7B: InternLM licence",
-           # its InternLM2 tokenizer exists only as remote code, which we never run: a server must load it
-           engines=("server",)),
     Preset("internvl3-1b", "OpenGVLab/InternVL3-1B-hf", "native", "bf16", "0.9B", 4.0, 12,
            licence="MIT; LLM Qwen2.5-0.5B: Apache-2.0"),
     Preset("internvl3-2b", "OpenGVLab/InternVL3-2B-hf", "native", "bf16", "2.1B", 6.5, 12,

@@ -11,6 +11,7 @@ as much free disk.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from ..engine.awq import RUNTIME_SKIPS, gptqmodel_output_to_stderr, require_gptqmodel
 from .config import read_checkpoint_config
-from ..errors import InputFileError, ModelLoadError, UsageError
+from ..errors import DeviceError, InputFileError, ModelLoadError, OutputError, UsageError
 
 if TYPE_CHECKING:  # heavy imports, only for annotations
     from transformers import BatchFeature
@@ -57,7 +58,7 @@ def _quantize(src: Path, dst: Path, calibration_images: list[Path], *, group_siz
 
     # gptqmodel sizes a 2-worker loader pool inside a CPU pool of (cores+1)//2: on 2-3 cores that fails.
     os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(max(2, (os.cpu_count() or 1) // 2)))
-    with gptqmodel_output_to_stderr():
+    with gptqmodel_output_to_stderr(), _gptqmodel_logs_elsewhere():
         from gptqmodel import AWQConfig
         from gptqmodel.utils.backend import BACKEND
 
@@ -79,15 +80,36 @@ def _quantize(src: Path, dst: Path, calibration_images: list[Path], *, group_siz
     return dst
 
 
+@contextlib.contextmanager
+def _gptqmodel_logs_elsewhere():
+    """gptqmodel writes per-layer logs into ./logs of whatever folder it runs in (the user's, or the repository
+    under the test suite). They go to the cache instead (`$INTERNVL_CLI_CACHE/quantize-logs/`), kept for
+    inspection; not a temporary folder, because gptqmodel appends to them from a worker thread."""
+    try:
+        from gptqmodel.looper import loop_processor
+    except ImportError:  # require_gptqmodel has said what to install
+        yield
+        return
+    root = os.environ.get("INTERNVL_CLI_CACHE")
+    folder = (Path(root).expanduser() if root else Path.home() / ".cache" / "internvl-cli") / "quantize-logs"
+    previous = getattr(loop_processor, "_PROJECT_LOG_DIR", None)
+    loop_processor._PROJECT_LOG_DIR = folder
+    try:
+        yield
+    finally:
+        if previous is not None:
+            loop_processor._PROJECT_LOG_DIR = previous
+
+
 def _require_cuda(device: str) -> None:
     import torch
 
     if not device.startswith("cuda"):
-        raise ModelLoadError(f"quantizing needs a CUDA GPU, not --device {device}",
-                             hint="run `internvl quantize` on a machine with an NVIDIA GPU")
+        raise DeviceError(f"quantizing needs a CUDA GPU, not --device {device}",
+                          hint="run `internvl quantize` on a machine with an NVIDIA GPU")
     if not torch.cuda.is_available():
-        raise ModelLoadError("quantizing needs a CUDA GPU and torch sees none",
-                             hint="run `internvl quantize` on a machine with an NVIDIA GPU and a CUDA build of torch")
+        raise DeviceError("quantizing needs a CUDA GPU and torch sees none",
+                          hint="run `internvl quantize` on a machine with an NVIDIA GPU and a CUDA build of torch")
 
 
 def _check_source(src: Path) -> dict:
@@ -109,7 +131,7 @@ def _check_arguments(config: dict, dst: Path, images: list[Path], group_size: in
     if not 1 <= max_tiles <= 12:
         raise UsageError("calibration max tiles must be between 1 and 12")
     if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
-        raise UsageError(f"{dst} is not empty: pass a new output directory")
+        raise OutputError("the destination is not empty", path=dst, hint="pass a new output directory")
     if not images:
         raise UsageError("quantizing needs calibration images (a few dozen pages like the ones you will read)")
     for image in images:

@@ -1,12 +1,15 @@
-"""Step 5a, a whole run: inputs -> documents -> (output directory: lock, ledger plan) -> runner -> report.
+"""Step 5a, a whole run: inputs -> documents -> (output directory: lock, ledger plan) -> checks -> runner -> report.
 
-The core entry point for every document command; the CLI only supplies printing callbacks.
+The core entry point for every document command; the CLI only supplies printing callbacks. A run plans before it
+loads: every document is opened and checked (format, password, page range) and the output location is made ready
+before the weights load, so a bad input or an unusable -o costs milliseconds, not a model load.
 """
 from __future__ import annotations
 
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -14,10 +17,11 @@ from pathlib import Path
 
 from ..engine.base import Engine
 from ..errors import ExitCode, InternVLError, UsageError
-from ..documents.inputs import discover
+from ..documents.inputs import Discovery, discover
+from .outputs import names_a_file
 from .runner import DocumentFailure, Progress, RunOptions, Runner, RunReport
 from ..tasks.base import Task
-from .writers import StdoutSink
+from .writers import FileSink, StdoutSink
 
 
 @dataclass
@@ -37,6 +41,19 @@ class BatchSettings:
     def __post_init__(self) -> None:
         if self.output is not None:
             self.output = Path(self.output)  # library callers may pass a string
+        for name in ("batch_size", "batch_tiles"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise UsageError(f"{name} must be at least 1, not {getattr(self, name)}")
+
+    @property
+    def output_is_file(self) -> bool:
+        """`-o result.md`: one document's output in one file (no ledger)."""
+        return self.output is not None and names_a_file(self.output)
+
+    @property
+    def output_is_directory(self) -> bool:
+        """`-o DIR`: one file per document, with a ledger for resume."""
+        return self.output is not None and not self.output_is_file
 
 
 @dataclass
@@ -50,22 +67,43 @@ class Hooks:
     loaded: Callable[[Engine], None] = lambda engine: None
 
 
-def run_documents(task: Task, engine: Engine, settings: BatchSettings, fmt: str, suffix: str,
-                  hooks: Hooks = Hooks()) -> RunReport:
-    """Runs `task` over the documents named by `settings.paths`; loads the model only if there is work."""
-    found = discover(settings.paths, include=settings.include, exclude=settings.exclude, stdin=sys.stdin,
-                     out_dir=settings.output)
+def find_documents(paths: list[str], include: list[str] | tuple = (), exclude: list[str] | tuple = (),
+                   out_dir: Path | None = None, hooks: Hooks = Hooks()) -> Discovery:
+    """Discovery as every command reports it: notes for what was skipped or repeated, one error per bad path,
+    and a usage error when nothing at all was found (`inspect` and the document commands agree)."""
+    found = discover(paths, include=include, exclude=exclude, stdin=sys.stdin, out_dir=out_dir)
     for skipped in found.skipped:
         hooks.note(f"skipped {skipped.path}: {skipped.reason}")
+    if found.duplicates:
+        duplicate, kept = found.duplicates[0]
+        example = f"{duplicate} was given more than once" if duplicate == kept else f"{duplicate} is {kept}"
+        if len(found.duplicates) == 1:
+            hooks.note(f"skipped a duplicate: {example}")
+        else:
+            hooks.note(f"skipped {len(found.duplicates)} duplicates, paths or links to files already listed "
+                       f"(e.g. {example})")
     for error in found.errors:
         hooks.error(error)
     if not found.docs and not found.errors:
-        raise UsageError("no documents found in the given paths")
+        hint = "see the skipped files above" if found.skipped else None
+        raise UsageError("no documents found in the given paths", hint=hint)
+    return found
+
+
+def run_documents(task: Task, engine: Engine, settings: BatchSettings, fmt: str, suffix: str,
+                  hooks: Hooks = Hooks()) -> RunReport:
+    """Runs `task` over the documents named by `settings.paths`; loads the model only if there is work."""
+    started = time.perf_counter()
+    found = find_documents(settings.paths, settings.include, settings.exclude,
+                           out_dir=settings.output if settings.output_is_directory else None, hooks=hooks)
+    if settings.output_is_file and len(found.docs) + len(found.errors) > 1:
+        raise UsageError(f"-o {settings.output} names one file, but {len(found.docs) + len(found.errors)} "
+                         "documents were given", hint="pass a directory to -o for several documents")
     failures = list(found.errors)
     with _output_directory(settings, task_fingerprint(task, engine), suffix, hooks) as directory:
         skipped = 0
         if directory is None:
-            sink, docs = StdoutSink(), found.docs
+            sink, docs = (FileSink(settings.output) if settings.output_is_file else StdoutSink()), found.docs
         else:
             plan = directory.plan(found.docs, force=settings.force, retry_failed=settings.retry_failed)
             for error in plan.unreadable:
@@ -74,14 +112,18 @@ def run_documents(task: Task, engine: Engine, settings: BatchSettings, fmt: str,
             sink, docs, skipped = directory, plan.todo, len(plan.skipped)
             if skipped:
                 hooks.note(f"{skipped} documents already done (use --force to redo them)")
+        sink = _ReportingSink(sink, hooks.error)
+        docs, unreadable = _check_documents(task, docs, sink)
         if docs:
             hooks.before_load(engine)
             engine.load()
             hooks.loaded(engine)
         options = _run_options(settings, engine if docs else None)
-        report = _run(task, engine, _ReportingSink(sink, hooks.error), fmt, options, docs, hooks)
+        report = _run(task, engine, sink, fmt, options, docs, hooks)
     report.skipped = skipped
+    report.failures[:0] = unreadable
     report.failures.extend(DocumentFailure(Path(e.path or "-"), e) for e in failures)
+    report.seconds = time.perf_counter() - started  # the whole run, model loading included
     return report
 
 
@@ -98,7 +140,29 @@ def _run_options(settings: BatchSettings, engine: Engine | None) -> RunOptions:
     return RunOptions(batch_size=pages, max_batch_tiles=tiles)  # rendering runs one engine window ahead
 
 
+def _check_documents(task: Task, docs: list, sink: _ReportingSink) -> tuple[list, list[DocumentFailure]]:
+    """Opens every document as the task will (format, password, page range, first page) before any weights
+    load; those that fail are reported and recorded like any failed document and left out of the run."""
+    check = getattr(task, "check", None)
+    if check is None:  # a library task without the check runs unchecked, as before
+        return docs, []
+    readable, failed = [], []
+    for doc in docs:
+        try:
+            check(doc.path)
+        except InternVLError as error:
+            if error.path is None:
+                error.path = str(doc.path)
+            sink.fail(doc.path, error)
+            failed.append(DocumentFailure(doc.path, error))
+            continue
+        readable.append(doc)
+    return readable, failed
+
+
 def _run(task, engine, sink, fmt, options, docs, hooks: Hooks) -> RunReport:
+    if not docs:
+        return RunReport()
     stop = threading.Event()
     progress = hooks.progress(len(docs)) if hooks.progress else None
     runner = Runner(task, engine, sink, fmt, options, progress=progress, stop=stop)
@@ -121,8 +185,8 @@ class _ReportingSink:
         self.inner.emit(path, result, rendered)
 
     def fail(self, path, error) -> None:
+        self.inner.fail(path, error)  # recorded first: a closed stderr must not cost the ledger its row
         self.on_error(error)
-        self.inner.fail(path, error)
 
 
 def task_fingerprint(task: Task, engine: Engine) -> dict:
@@ -138,14 +202,18 @@ def task_fingerprint(task: Task, engine: Engine) -> dict:
 @contextmanager
 def _output_directory(settings: BatchSettings, fingerprint: dict, suffix: str, hooks: Hooks):
     """With an output directory: hold its run lock, recover a killed run's leftovers, and yield its sink."""
-    if settings.output is None:
+    if not settings.output_is_directory:
+        if settings.output_is_file:
+            from .outputs import prepare_output_file
+
+            prepare_output_file(settings.output)
         yield None
         return
     from .ledger import Ledger, RunLock
-    from .outputs import cleanup_stale_temps
+    from .outputs import cleanup_stale_temps, prepare_output_directory
     from .writers import DirectorySink
 
-    settings.output.mkdir(parents=True, exist_ok=True)
+    prepare_output_directory(settings.output)
     with RunLock(settings.output, wait=settings.wait, on_wait=lambda who: hooks.note(f"waiting for {who} ...")):
         with Ledger.open(settings.output) as ledger:
             ledger.recover_interrupted()

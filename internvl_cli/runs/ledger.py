@@ -374,11 +374,15 @@ class Ledger:
     def summary(self) -> dict[str, Any]:
         """Counts per status, totals, the active run (if any) and failures, most recent first.
 
-        Rows `running` while no run holds the lock are counted as `interrupted` and listed as failures.
+        Rows `running` while no run holds the lock, and failures a later run recorded as interrupted, are
+        counted as `interrupted` (not `failed`) and listed with `"interrupted": true`. Seconds are rounded to
+        milliseconds, as they are measured.
         """
         active = RunLock.holder(self.out_dir)
         with self._mutex:
             counts = dict(self._db.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall())
+            recovered = self._db.execute(
+                "SELECT COUNT(*) FROM jobs WHERE status = 'failed' AND error_class = 'Interrupted'").fetchone()[0]
             totals = self._db.execute(
                 "SELECT COALESCE(SUM(pages), 0), COALESCE(SUM(pages_failed), 0), COALESCE(SUM(seconds), 0)"
                 " FROM jobs WHERE status = 'done'"
@@ -391,9 +395,10 @@ class Ledger:
         result: dict[str, Any] = {status: counts.get(status, 0) for status in STATUSES}
         running = result["running"]
         result["running"] = running if active is not None else 0
-        result["interrupted"] = 0 if active is not None else running
+        result["interrupted"] = (0 if active is not None else running) + recovered
+        result["failed"] -= recovered
         result.update(
-            total=sum(counts.values()), pages=totals[0], pages_failed=totals[1], seconds=totals[2],
+            total=sum(counts.values()), pages=totals[0], pages_failed=totals[1], seconds=round(totals[2], 3),
             active_run=active, failures=[_failure(Job(*row)) for row in failed_rows],
         )
         return result

@@ -22,7 +22,8 @@ import secrets
 from pathlib import Path, PurePosixPath
 
 from ..documents.inputs import STATE_DIR_NAME
-from ..errors import InputFileError
+from ..errors import InputFileError, OutputError
+
 NAME_MAX = 255           # bytes per path component on ext4/xfs/btrfs/APFS
 PATH_MAX = 4096          # bytes per whole path on Linux
 _TEMP_MARK = ".tmp-"
@@ -32,6 +33,35 @@ _TEMP_RE = re.compile(r"\..+\.tmp-[0-9a-f]{8}", re.DOTALL)
 # lone surrogates are undecodable bytes that the UTF-8 ledger cannot store.
 _UNSAFE_CHARS = re.compile("[\x00-\x1f\x7f\\\\\ud800-\udfff]")
 _HASH_LEN = 10
+# `-o NAME` with one of these endings names one output file (for a single document), not a directory.
+FILE_SUFFIXES = (".md", ".markdown", ".txt", ".jsonl", ".json", ".csv")
+_OUTPUT_HINT = "-o takes a directory, or for a single document a file ending in " + ", ".join(FILE_SUFFIXES)
+
+
+def names_a_file(path: Path) -> bool:
+    """Whether `-o path` means one output file: a data suffix, and not an existing directory."""
+    return Path(path).suffix.lower() in FILE_SUFFIXES and not Path(path).is_dir()
+
+
+def prepare_output_directory(path: Path) -> None:
+    """Creates OUTDIR if needed; OutputError (its own exit code) when it cannot be used, before any work starts."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputError("is a file, not a directory", path=path, hint=_OUTPUT_HINT)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create the output directory ({exc.strerror or exc})", path=path) from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise OutputError("the output directory is not writable", path=path)
+
+
+def prepare_output_file(path: Path) -> None:
+    """The same checks for `-o FILE`: its folder must exist or be creatable, and be writable."""
+    path = Path(path)
+    if path.exists() and not path.is_file():
+        raise OutputError("exists and is not a regular file", path=path, hint=_OUTPUT_HINT)
+    prepare_output_directory(path.parent if str(path.parent) else Path(os.curdir))
 
 
 def output_path(out_dir: Path, relative: PurePosixPath | str, suffix: str) -> Path:

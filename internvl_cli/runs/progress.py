@@ -9,7 +9,7 @@ from .runner import SilentProgress
 
 
 class LineProgress:
-    """For logs and cron mail: one line per finished document, with a running pages/s figure."""
+    """For logs and cron mail: one line per finished document with its own page count, then running totals."""
 
     def __init__(self, total: int, stream=None):
         self.total = total
@@ -21,19 +21,24 @@ class LineProgress:
         pass
 
     def pages_done(self, count: int) -> None:
-        self.pages += count
+        pass  # counted per document when it finishes, so the line and the totals agree
 
-    def document_finished(self, path: Path, ok: bool) -> None:
+    def document_finished(self, path: Path, ok: bool, pages: int = 0) -> None:
         self.finished += 1
         self.failed += 0 if ok else 1
+        self.pages += pages
         state = "done" if ok else "failed"
         rate = self.pages / max(time.perf_counter() - self.started, 1e-9)
-        self.stream.write(f"internvl: [{self.finished}/{self.total}] {state}: {path} "
-                          f"({self.pages} pages, {rate:.2f} pages/s, {self.failed} failed)\n")
+        self.stream.write(f"internvl: [{self.finished}/{self.total}] {state}: {path} ({_pages(pages)}; "
+                          f"{_pages(self.pages)} in all, {rate:.2f} pages/s, {self.failed} failed)\n")
         self.stream.flush()
 
     def close(self) -> None:
         pass
+
+
+def _pages(count: int) -> str:
+    return f"{count} page" if count == 1 else f"{count} pages"
 
 
 class RichProgress:
@@ -62,7 +67,7 @@ class RichProgress:
         rate = self.pages / max(time.perf_counter() - self.started, 1e-9)
         self.progress.update(self.task, pages=self.pages, rate=rate)
 
-    def document_finished(self, path: Path, ok: bool) -> None:
+    def document_finished(self, path: Path, ok: bool, pages: int = 0) -> None:
         self.failed += 0 if ok else 1
         self.progress.update(self.task, advance=1, failed=self.failed)
 

@@ -73,7 +73,7 @@ class Progress(Protocol):
 
     def pages_done(self, count: int) -> None: ...
 
-    def document_finished(self, path: Path, ok: bool) -> None: ...
+    def document_finished(self, path: Path, ok: bool, pages: int = 0) -> None: ...
 
     def close(self) -> None: ...
 
@@ -87,7 +87,7 @@ class SilentProgress:
     def pages_done(self, count: int) -> None:
         pass
 
-    def document_finished(self, path: Path, ok: bool) -> None:
+    def document_finished(self, path: Path, ok: bool, pages: int = 0) -> None:
         pass
 
     def close(self) -> None:
@@ -100,6 +100,7 @@ class _Doc:
     outcomes: dict[int, Outcome] = field(default_factory=dict)
     expected: int | None = None
     error: InternVLError | None = None
+    pages_seen: set[int] = field(default_factory=set)  # pages already counted (votes ask about a page N times)
 
     @property
     def complete(self) -> bool:
@@ -198,7 +199,7 @@ class Runner:
             return
         unit.request = None  # the tiles are no longer needed: keep memory bounded
         self._record(index, Outcome(unit, outcome, None), emit=False)
-        self.progress.pages_done(len(unit.pages))
+        self.progress.pages_done(self._new_pages([(index, unit)]))
         self._emit_ready()
 
     def _next_item(self, feed: queue.Queue, wait: bool):
@@ -219,6 +220,15 @@ class Runner:
         elif kind == "error":
             self._docs[index].error = payload
         self._emit_ready()
+
+    def _new_pages(self, done: list[tuple[int, Unit]]) -> int:
+        """Pages finished for the first time: a page answered by several votes or retries counts once."""
+        count = 0
+        for index, unit in done:
+            seen = self._docs[index].pages_seen
+            count += len(set(unit.pages) - seen)
+            seen.update(unit.pages)
+        return count
 
     def _retry(self, unit: Unit, result) -> Unit | None:
         """olmOCR's per-page retry: a task may ask once for a second try (e.g. after a loop); the first answer
@@ -257,17 +267,18 @@ class Runner:
         if result.failed:
             if result.keep_output:  # e.g. an invalid extract record: shown with its errors, flagged invalid
                 self.sink.emit(doc.path, result, self.task.render(result, self.fmt))
-            return self._fail(doc.path, result.error or InternVLError("too many pages failed", path=doc.path))
+            error = result.error or InternVLError("too many pages failed", path=doc.path)
+            return self._fail(doc.path, error, pages=result.page_count)
         self.sink.emit(doc.path, result, self.task.render(result, self.fmt))
         self.report.done += 1
-        self.progress.document_finished(doc.path, ok=True)
+        self.progress.document_finished(doc.path, ok=True, pages=result.page_count)
 
-    def _fail(self, path: Path, error: InternVLError) -> None:
+    def _fail(self, path: Path, error: InternVLError, pages: int = 0) -> None:
         if error.path is None:
             error.path = str(path)
         self.sink.fail(path, error)
         self.report.failures.append(DocumentFailure(path, error))
-        self.progress.document_finished(path, ok=False)
+        self.progress.document_finished(path, ok=False, pages=pages)
 
 
 class _FeedSource:

@@ -1,12 +1,13 @@
 """Step 6, writing: finished documents to stdout (data only) or to files in an output directory with a ledger."""
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from ..errors import InternVLError
+from ..errors import InternVLError, OutputError
 from ..documents.inputs import InputDoc
 from .ledger import Ledger, content_hash, new_run_id, task_hash
 from .outputs import atomic_write_text, output_path
@@ -26,6 +27,27 @@ class StdoutSink:
 
     def fail(self, path: Path, error: InternVLError) -> None:
         pass
+
+
+class FileSink:
+    """`-o FILE` for a single document: its output written atomically to FILE, as stdout would have shown it."""
+
+    def __init__(self, target: Path):
+        self.target = Path(target)
+
+    def emit(self, path: Path, result: DocumentResult, rendered: str) -> None:
+        _write(self.target, rendered)
+
+    def fail(self, path: Path, error: InternVLError) -> None:
+        pass
+
+
+def _write(target: Path, text: str) -> None:
+    """An atomic write whose failure (disk full, folder removed) stops the run with the output's own error."""
+    try:
+        atomic_write_text(target, text)
+    except OSError as exc:
+        raise OutputError(f"cannot write the output ({exc.strerror or exc})", path=target) from None
 
 
 @dataclass
@@ -60,12 +82,14 @@ class DirectorySink:
             except InternVLError as error:
                 plan.unreadable.append(error)
                 continue
+            # The ledger keeps absolute sources: `status` may run from another folder than the run did.
+            source = os.path.abspath(doc.path)
             if not self.ledger.should_process(digest, self.task, force=force, retry_failed=retry_failed):
-                self.ledger.mark_seen(digest, self.task, source=doc.path)
+                self.ledger.mark_seen(digest, self.task, source=source)
                 plan.skipped.append(doc)
                 continue
             # Marked running now: a run killed before finishing leaves rows the next run recovers and redoes.
-            self.ledger.mark_running(digest, self.task, source=doc.path, output_path=self._output(doc),
+            self.ledger.mark_running(digest, self.task, source=source, output_path=self._output(doc),
                                      run_id=self.run_id)
             self._docs[doc.path] = (doc, digest)
             plan.todo.append(doc)
@@ -76,7 +100,7 @@ class DirectorySink:
         if result.failed:
             return  # failed documents leave no output file; the ledger keeps their errors
         target = self._output(doc)
-        atomic_write_text(target, rendered)
+        _write(target, rendered)
         failed_pages = sum(1 for record in result.records if record.get("error"))
         self.ledger.mark_done(digest, self.task, output_path=target, pages=result.page_count,
                               seconds=result.seconds, pages_failed=failed_pages)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -58,6 +58,11 @@ class Task(Protocol):
         """Opens the document and yields its units with tiles ready; raises InternVLError if it cannot be read."""
         ...
 
+    def check(self, path: Path) -> None:
+        """Optional: opens the document as `units` will, without tiling, and raises InternVLError if it cannot
+        be read (runs call it for every document before the weights load)."""
+        ...
+
     def finish(self, path: Path, outcomes: list[Outcome], page_count: int) -> DocumentResult:
         ...
 
@@ -104,6 +109,18 @@ def digest(obj: object) -> str:
     """A stable sha256 of JSON-serialisable settings."""
     text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def check_readable(pages: Iterable) -> None:
+    """Reads a document's first page: that runs every document-level check (format, password, page range, an
+    empty or undecodable single image) in milliseconds; problems of later pages stay per page, as in a run."""
+    iterator = iter(pages)
+    try:
+        next(iterator, None)
+    finally:
+        close = getattr(iterator, "close", None)
+        if close is not None:
+            close()
 
 
 def failure_exceeds(failed: int, total: int, max_rate: float) -> bool:

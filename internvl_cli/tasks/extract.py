@@ -12,7 +12,7 @@ from ..documents.pages import open_pages
 from .prompts import PromptSet, prompt_set
 from .schemas import LoadedSchema, grammar_schema, majority_vote, parse_json_output, validate
 from ..documents.tiling import TilingConfig, prepare_page
-from .base import DocumentResult, Outcome, Unit, clean_value, json_line
+from .base import DocumentResult, Outcome, Unit, check_readable, clean_value, json_line
 
 MAX_ANCHOR_CHARS = 6000
 
@@ -57,11 +57,18 @@ class ExtractTask:
 
     # ---------------------------------------------------------------- units
 
+    def open(self, path: Path) -> Iterator:
+        """The document's selected pages, opened the one way both `check` and `units` use."""
+        return open_pages(path, password=self.options.password, pages=self.options.pages,
+                          frames=self.options.frames)
+
+    def check(self, path: Path) -> None:
+        check_readable(self.open(path))
+
     def units(self, path: Path) -> Iterator[Unit]:
         window: list = []
         key = 0
-        for page in open_pages(path, password=self.options.password, pages=self.options.pages,
-                               frames=self.options.frames):
+        for page in self.open(path):
             if page.error is not None:
                 raise page.error  # a document is one unit: an unreadable page fails it
             window.append(page)

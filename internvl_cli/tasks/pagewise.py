@@ -9,7 +9,7 @@ from ..engine.base import Constraint, GenerationRequest, Sampling
 from ..errors import InternVLError
 from ..documents.pages import Page, open_pages
 from ..documents.tiling import TilingConfig, prepare_page
-from .base import DocumentResult, Outcome, Unit, clean_text, failure_exceeds
+from .base import DocumentResult, Outcome, Unit, check_readable, clean_text, failure_exceeds
 
 
 @dataclass
@@ -67,10 +67,16 @@ class PageTask:
             **self.settings(),
         }
 
+    def open(self, path: Path) -> Iterator[Page]:
+        """The document's selected pages, opened the one way both `check` and `units` use."""
+        return open_pages(path, password=self.options.password, pages=self.options.pages,
+                          frames=self.options.frames)
+
+    def check(self, path: Path) -> None:
+        check_readable(self.open(path))
+
     def units(self, path: Path) -> Iterator[Unit]:
-        pages = open_pages(path, password=self.options.password, pages=self.options.pages,
-                           frames=self.options.frames)
-        for key, page in enumerate(pages):
+        for key, page in enumerate(self.open(path)):
             yield self._unit(key, page)
 
     def _unit(self, key: int, page: Page) -> Unit:
