@@ -42,6 +42,13 @@ class TransformersEngine:
         self.tokenizer = None
         self.model = None
 
+    @property
+    def context_length(self) -> int | None:
+        """The language model's context window, from config.json (no weights read)."""
+        text = self._config.get("text_config") or self._config.get("llm_config") or self._config
+        value = text.get("max_position_embeddings")
+        return int(value) if isinstance(value, (int, float)) and value > 0 else None
+
     def load(self) -> None:
         """Loads the tokenizer and the weights (once)."""
         if self.model is not None:
@@ -217,21 +224,18 @@ class _RepetitionStopper:
 
 def _constraint_processors(constraint: Constraint | None, tokenizer, batch_size: int, eos_ids: list[int],
                            max_new_tokens: int) -> list:
-    """llguidance masks for a constrained request: one grammar matcher per batch row.
+    """llguidance masks for a constrained request: one grammar matcher per batch row (compiled once per run).
 
     The last quarter of the token budget (at least 32 tokens) is spent wrapping the answer up, so a long
     answer ends as valid, flagged output instead of being cut into invalid JSON.
     """
     if constraint is None:
         return []
-    from .hf_constraints import grammar_logits_processor, json_logits_processor
+    from .hf_constraints import constraint_logits_processor
 
     close_after = max(0, max_new_tokens - max(32, max_new_tokens // 4))
-    if constraint.kind == "json_schema":
-        return [json_logits_processor(tokenizer, json.loads(constraint.spec), batch_size, eos_token_id=eos_ids,
-                                      close_after=close_after)]
-    return [grammar_logits_processor(tokenizer, constraint.spec, batch_size, eos_token_id=eos_ids,
-                                     close_after=close_after)]
+    return [constraint_logits_processor(tokenizer, constraint, batch_size, eos_token_id=eos_ids,
+                                        close_after=close_after)]
 
 
 # ---------------------------------------------------------------------- loading
