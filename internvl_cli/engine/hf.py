@@ -41,6 +41,11 @@ class TransformersEngine:
         self.tiling = TilingConfig.from_preprocessor_config(preprocessor, self.image_seq_length)
         self.tokenizer = None
         self.model = None
+        self._stop = None  # a threading.Event: when set, generation ends at the next token (see stop_on)
+
+    def stop_on(self, event) -> None:
+        """Generation stops within a token once `event` is set; the caller discards that batch's results."""
+        self._stop = event
 
     @property
     def context_length(self) -> int | None:
@@ -131,7 +136,7 @@ class TransformersEngine:
                 temperature=sampling.temperature if sampling.do_sample else None,
                 top_p=sampling.top_p if sampling.do_sample else None,
                 top_k=None,
-                stopping_criteria=[stopper],
+                stopping_criteria=[stopper] + ([_StopOnEvent(self._stop, torch)] if self._stop else []),
                 logits_processor=processors,
                 pad_token_id=self.tokenizer.pad_token_id,
                 eos_token_id=self._eos_ids(),
@@ -236,6 +241,18 @@ def _constraint_processors(constraint: Constraint | None, tokenizer, batch_size:
     close_after = max(0, max_new_tokens - max(32, max_new_tokens // 4))
     return [constraint_logits_processor(tokenizer, constraint, batch_size, eos_token_id=eos_ids,
                                         close_after=close_after)]
+
+
+class _StopOnEvent:
+    """Ends every row of a generate() call as soon as the run is asked to stop (SIGTERM, Ctrl-C)."""
+
+    def __init__(self, event, torch):
+        self.event = event
+        self.torch = torch
+
+    def __call__(self, input_ids, scores, **kwargs):
+        return self.torch.full((input_ids.shape[0],), self.event.is_set(), dtype=self.torch.bool,
+                               device=input_ids.device)
 
 
 # ---------------------------------------------------------------------- loading

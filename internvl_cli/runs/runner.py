@@ -118,6 +118,9 @@ class Runner:
 
     def run(self, paths: Iterable[Path]) -> RunReport:
         started = time.perf_counter()
+        stop_on = getattr(self.engine, "stop_on", None)
+        if stop_on is not None:
+            stop_on(self.stop)  # a stop request ends generation mid-batch, not after it
         feed: queue.Queue = queue.Queue(maxsize=max(2, self.options.batch_size))
         producer = threading.Thread(target=self._produce, args=(list(paths), feed), daemon=True,
                                     name="internvl-prepare")
@@ -226,6 +229,8 @@ class Runner:
                 self._record(index, Outcome(unit, None, exc), emit=False)
             self._emit_ready()
             return
+        if self.stop.is_set():
+            return  # stopped mid-batch: its answers may be cut short, so its documents stay pending
         retries = []
         for (index, unit), result in zip(batch, results):
             again = self._retry(unit, result)
@@ -244,13 +249,14 @@ class Runner:
         """olmOCR's per-page retry: a task may ask once for a second try (e.g. after a loop); the first answer
         is kept beside it so the task can choose and flag."""
         retry_request = getattr(self.task, "retry_request", None)
-        if unit.attempts > 0 or retry_request is None:
+        if unit.attempts >= getattr(self.task, "max_retries", 1) or retry_request is None:
             return None
         request = retry_request(unit, result)
         if request is None:
             return None
         unit.attempts += 1
-        unit.info["first_result"] = result
+        unit.info.setdefault("first_result", result)
+        unit.info.setdefault("earlier_results", []).append(result)
         unit.request = request
         return unit
 
