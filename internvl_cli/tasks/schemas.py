@@ -338,7 +338,8 @@ def _parse_json(text: str, source: str | Path) -> Any:
 
 
 CONCISE_HELP = (
-    "A concise schema lists fields separated by commas or newlines, each `NAME [TYPE][?] [: description]`. "
+    "A concise schema lists fields separated by commas (or by newlines, when descriptions hold commas), each "
+    "`NAME [TYPE][?] [: description]`. "
     "TYPE: str (default), int, float, bool, date, datetime, time, email, uri; add [] for a list of them "
     "(`tags str[]`). Every field is required unless marked optional with ? (`due date?`). Example: "
     "'vendor, total float: grand total incl. tax, date date, items str[]'."
@@ -361,7 +362,7 @@ def parse_concise(text: str) -> dict[str, Any]:
     """A concise field list as a JSON Schema (2020-12): one object, additionalProperties false."""
     properties: dict[str, Any] = {}
     required: list[str] = []
-    for raw in re.split(r"[,\n]", text):
+    for raw in text.splitlines() if "\n" in text else text.split(","):  # newlines let descriptions hold commas
         item = raw.strip()
         if not item:
             continue
