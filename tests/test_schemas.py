@@ -349,3 +349,41 @@ def test_majority_vote_of_scalars_and_arrays():
 def test_reference_validator_agrees_on_a_known_case():
     assert reference_errors({"type": "number", "multipleOf": 0.01}, -4.01) == []
     assert reference_errors({"type": "string", "format": "date-time"}, "2023-02-29T10:00:00Z")
+
+
+def test_unknown_formats_are_annotations_and_said_so():
+    loaded = check_schema({"type": "string", "format": "currency"})
+    assert loaded.unenforced == [] and any("format 'currency'" in w for w in loaded.warnings)
+    assert parse_answer('"not checked"', loaded).valid
+
+
+def test_the_decoder_never_repeats_a_key(tmp_path):
+    """Random walks through a grammar with few possible keys (escaped spellings included): the processor
+    refuses any token that would repeat a key of the object, so complete answers are valid and no row
+    ever holds a repeated key (a row whose every way on repeats one ends, and is reported)."""
+    import torch
+
+    from internvl_cli.engine.hf_constraints import constraint_logits_processor
+    from tiny_models import build_tokenizer
+
+    tokenizer = build_tokenizer(tmp_path)
+    schema = check_schema({"type": "object", "patternProperties": {"^[ab]{1,2}$": {"type": "boolean"}},
+                           "additionalProperties": False, "minProperties": 3, "maxProperties": 4})
+    assert schema.unenforced == []
+    rows = 12
+    processor = constraint_logits_processor(tokenizer, schema.constraint, rows, close_after=48)
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.full((rows, 1), tokenizer.pad_token_id)
+    for _ in range(80):
+        token = processor(ids, torch.randn(rows, len(tokenizer), generator=generator)).argmax(dim=1)
+        ids = torch.cat([ids, token[:, None]], dim=1)
+    complete = 0
+    for text, done, error in zip(processor.finalize(ids), processor.complete, processor.errors):
+        keys = re.findall(r'"([^"]*)":', text)
+        assert len(keys) == len(set(keys)), text
+        if done:
+            complete += 1
+            assert parse_answer(text, schema).valid, text
+        else:
+            assert error is None or "repeats a key" in error, error
+    assert complete >= rows // 2

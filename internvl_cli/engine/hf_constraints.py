@@ -108,20 +108,45 @@ class _JsonState:
             elif byte == 0x2C:  # ,
                 self.expect_key = bool(self.stack) and self.stack[-1] is not None
 
-    def closes_used_key(self, token: bytes) -> bool:
-        """Whether `token` would end the key being written with a name the object already has."""
-        if not (self.in_string and self.is_key and self.stack and self.stack[-1]):
-            return False
-        escaped, key = self.escaped, bytearray(self.key)
+    def used_keys(self) -> set[str]:
+        """The keys of the innermost open object so far (empty outside objects)."""
+        return self.stack[-1] or set() if self.stack and self.stack[-1] is not None else set()
+
+    def after(self, token: bytes) -> str | None:
+        """What `token` would do to the current object's keys, without changing this state:
+        "repeat" (it closes a key the object has), "at-used-key" (it leaves an open key spelling one), None."""
+        used = self.used_keys()
+        if not used:
+            return None
+        in_string, is_key, escaped, expect_key = self.in_string, self.is_key, self.escaped, self.expect_key
+        key, depth = bytearray(self.key), 0
         for byte in token:
-            if escaped:
-                escaped = False
-            elif byte == 0x5C:
-                escaped = True
+            if in_string:
+                if escaped:
+                    escaped = False
+                elif byte == 0x5C:
+                    escaped = True
+                elif byte == 0x22:
+                    in_string = False
+                    if is_key and depth == 0 and _decode_key(bytes(key)) in used:
+                        return "repeat"
+                    is_key = expect_key = False
+                    continue
+                if is_key:
+                    key.append(byte)
             elif byte == 0x22:
-                return _decode_key(bytes(key)) in self.stack[-1]
-            key.append(byte)
-        return False
+                in_string, is_key, key = True, expect_key and depth == 0, bytearray()
+            elif byte in (0x7B, 0x5B):
+                depth += 1
+            elif byte in (0x7D, 0x5D):
+                if depth == 0:
+                    return None  # the object closes: its keys no longer matter
+                depth -= 1
+            elif byte == 0x2C and depth == 0:
+                expect_key = True
+        if in_string and is_key and _decode_key(bytes(key)) in used:
+            return "at-used-key"
+        return None
 
 
 def _decode_key(raw: bytes) -> str | None:
@@ -163,6 +188,7 @@ class GrammarLogitsProcessor:
         self._closers = _closer_tiers(tokenizer) if close_after is not None else None
         self._template = compiled_matcher(tokenizer, grammar)
         self._token_bytes = _token_bytes(tokenizer)
+        self._token_ids = _token_ids(tokenizer)
         self._eos = list(tokenizer.eos_tokens)
         self._rows: list[_Row] = []
         self._seen_length: int | None = None
@@ -257,7 +283,7 @@ class GrammarLogitsProcessor:
             stuck = i in live and (row.matcher.is_error() or not bits[i].any())
             if stuck and row.error is None:
                 row.error = _matcher_error(row.matcher) or "the grammar allows no token"
-            if not stuck and i in live and row.json.in_string and row.json.is_key:
+            if not stuck and i in live:
                 stuck = self._forbid_used_keys(row, bits[i])
                 if stuck and row.error is None:
                     row.error = "every way to end this key repeats a key the object already has"
@@ -273,15 +299,39 @@ class GrammarLogitsProcessor:
         return np.pad(bits, ((0, 0), (0, vocab - bits.shape[1])))
 
     def _forbid_used_keys(self, row: _Row, allowed: np.ndarray) -> bool:
-        """Masks the tokens that would close a key already used in the current object; True if none is left."""
-        if not row.json.stack or not row.json.stack[-1]:
+        """Masks the tokens that would repeat a key of the current object; True if no token is left.
+
+        Refused: a token that closes a key already used, and a token that spells a used key when the grammar
+        then allows nothing but closing it (a dead end otherwise found one token too late).
+        """
+        state = row.json
+        if not state.used_keys() or not (state.expect_key or (state.in_string and state.is_key)):
             return False
         quotes = _quote_tokens(self._tokenizer)
-        candidates = np.nonzero(allowed[: len(quotes)] & quotes)[0]
-        for token in candidates.tolist():
-            if row.json.closes_used_key(self._token_bytes[token]):
+        candidates = set(np.nonzero(allowed[: len(quotes)] & quotes)[0].tolist())
+        if state.in_string and state.is_key:
+            written = bytes(state.key)
+            for used in state.used_keys():
+                spelled = json.dumps(used, ensure_ascii=False)[1:-1].encode("utf-8")
+                token = self._token_ids.get(spelled[len(written):]) if spelled.startswith(written) else None
+                if token is not None and token < len(allowed) and allowed[token]:
+                    candidates.add(token)
+        for token in sorted(candidates):
+            verdict = state.after(self._token_bytes[token])
+            if verdict == "repeat" or (verdict == "at-used-key" and self._only_closing_follows(row, token)):
                 allowed[token] = False
         return not allowed.any()
+
+    def _only_closing_follows(self, row: _Row, token: int) -> bool:
+        """Whether, after `token`, the grammar allows nothing but tokens that close the string."""
+        matcher = row.matcher.deep_copy()
+        if not matcher.consume_token(token):
+            return True
+        bitmask = np.zeros(llnp.get_bitmask_shape(1, self._tokenizer.vocab_size), dtype=np.int32)
+        llnp.fill_next_token_bitmask(matcher, bitmask, 0)
+        bits = np.unpackbits(bitmask.view(np.uint8), axis=1, bitorder="little")[0, : self._tokenizer.vocab_size]
+        following = np.nonzero(bits)[0].tolist()
+        return bool(following) and all(self._token_bytes[t][:1] == b'"' for t in following)
 
     def _steer_to_close(self, row: _Row, allowed: np.ndarray) -> None:
         """Near the end of the budget, narrow the grammar's choices to the ones that finish soonest.
@@ -325,6 +375,7 @@ class GrammarLogitsProcessor:
 # id(LLTokenizer) -> (the tokenizer, kept so the id stays its own, tiers); LLTokenizer takes no weak references
 _CLOSER_TIERS: dict[int, tuple[Any, tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
 _TOKEN_BYTES: dict[int, tuple[Any, list[bytes]]] = {}
+_TOKEN_IDS: dict[int, tuple[Any, dict[bytes, int]]] = {}
 # (id(LLTokenizer), grammar) -> (the tokenizer, its compiled matcher): compiling a large schema costs ~1 s,
 # so it happens once per run, not per batch or vote; rows get deep copies.
 _COMPILED: OrderedDict[tuple[int, str], tuple[Any, LLMatcher]] = OrderedDict()
@@ -350,6 +401,16 @@ def _token_bytes(tokenizer: llguidance.LLTokenizer) -> list[bytes]:
     if id(tokenizer) not in _TOKEN_BYTES:
         _TOKEN_BYTES[id(tokenizer)] = (tokenizer, [tokenizer.decode_bytes([t]) for t in range(tokenizer.vocab_size)])
     return _TOKEN_BYTES[id(tokenizer)][1]
+
+
+def _token_ids(tokenizer: llguidance.LLTokenizer) -> dict[bytes, int]:
+    """Token bytes -> token id (the first id, when several tokens spell the same bytes)."""
+    if id(tokenizer) not in _TOKEN_IDS:
+        ids: dict[bytes, int] = {}
+        for token, text in enumerate(_token_bytes(tokenizer)):
+            ids.setdefault(text, token)
+        _TOKEN_IDS[id(tokenizer)] = (tokenizer, ids)
+    return _TOKEN_IDS[id(tokenizer)][1]
 
 
 def _quote_tokens(tokenizer: llguidance.LLTokenizer) -> np.ndarray:

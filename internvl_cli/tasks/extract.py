@@ -65,7 +65,7 @@ class ExtractTask:
 
     def preflight(self, context_length: int | None) -> list[str]:
         """Notes for the user about this schema and budget; UsageError when a prompt cannot fit the context."""
-        notes = []
+        notes = [f"schema {self.schema.name}: {warning}" for warning in self.schema.warnings]
         if self.schema.unenforced:
             notes.append(f"schema {self.schema.name}: validated but not enforced while decoding: "
                          f"{', '.join(self.schema.unenforced)} (failing answers are retried, then marked invalid)")

@@ -604,7 +604,7 @@ class _Relaxer:
         if counts.get("minProperties") == 0:
             counts.pop("minProperties")
         if counts:
-            listed_optional = set(properties) - set(required) or pattern_properties
+            listed_optional = set(properties) - set(required)
             if self.options.drop_property_counts or listed_optional:
                 for keyword in counts:
                     self.unenforced(keyword, path)
