@@ -275,11 +275,13 @@ def synthetic_page(index: int):
     return image
 
 
-def page_requests(first: int, count: int, tiling, max_new_tokens: int) -> list:
+def page_requests(first: int, count: int, tiling, max_new_tokens: int, loop_stop: bool = True) -> list:
     from internvl_cli.engine import GenerationRequest, Sampling
     from internvl_cli.documents.tiling import tile_image
+    from internvl_cli.engine.repetition import LoopRule
 
-    sampling = Sampling(max_new_tokens=max_new_tokens)  # greedy: do_sample defaults to False
+    # greedy: do_sample defaults to False
+    sampling = Sampling(max_new_tokens=max_new_tokens, loop=LoopRule() if loop_stop else LoopRule.off())
     return [
         GenerationRequest(images=[tile_image(synthetic_page(i), tiling)[1]], text=PROMPT, sampling=sampling)
         for i in range(first, first + count)
@@ -304,15 +306,11 @@ def measure(variant: str, path: Path, args) -> dict:
     engine.load()
     load_s = time.perf_counter() - started
     load_peak = torch.cuda.max_memory_allocated(args.device) / 1e9 if cuda else None
-    if args.no_repetition_stop:
-        from internvl_cli.engine.repetition import RepetitionRule
-
-        engine.repetition = RepetitionRule(min_repeats=10**9, min_span=10**9)  # never reaches a check
     tiling = engine.tiling.with_limits(max_tiles=args.max_tiles)
     generated = count_generated_tokens(engine.model)
     # Warm-up on other pages with a full batch: CUDA context, cuBLAS handles and the AWQ kernels'
     # first-call compilation/autotuning must not count as throughput.
-    engine.generate(page_requests(10**6, args.batch_size, tiling, WARMUP_TOKENS))
+    engine.generate(page_requests(10**6, args.batch_size, tiling, WARMUP_TOKENS, not args.no_repetition_stop))
     generated.clear()
     results, seconds, tiles = _timed_run(engine, tiling, args, torch, cuda)
     return {
@@ -330,7 +328,8 @@ def _timed_run(engine, tiling, args, torch, cuda) -> tuple[list, float, int]:
     """Generates every page, batch by batch; only the generate calls are timed (tiling is not)."""
     results, seconds, tiles = [], 0.0, 0
     for first in range(0, args.pages, args.batch_size):
-        batch = page_requests(first, min(args.batch_size, args.pages - first), tiling, args.max_new_tokens)
+        batch = page_requests(first, min(args.batch_size, args.pages - first), tiling, args.max_new_tokens,
+                              not args.no_repetition_stop)
         tiles += sum(r.tiles for r in batch)
         if cuda:
             torch.cuda.synchronize(args.device)

@@ -11,6 +11,8 @@ from typing import Optional
 import typer
 
 from . import __version__
+from .engine.base import DEFAULT_MAX_NEW_TOKENS
+from .engine.repetition import LoopRule
 from .errors import ExitCode, InternVLError, UsageError
 from .models.presets import DEFAULT_MODEL
 from .runs.batch import BatchSettings, Hooks, run_documents
@@ -86,9 +88,40 @@ DtypeOpt = typer.Option("auto", "--dtype", help="auto (bf16 on GPU), bfloat16, f
 PagesOpt = typer.Option(None, "--pages", help="Pages to process, e.g. 1-3,7 or 10- (counted from 1).")
 PasswordOpt = typer.Option(None, "--password", envvar="INTERNVL_PDF_PASSWORD",
                            help="Password of encrypted PDFs (or set INTERNVL_PDF_PASSWORD).")
+FramesOpt = typer.Option(None, "--frames", help="Frames of multi-frame images read as pages: all or first. "
+                         "Default: every TIFF page, the first frame of GIF, WebP and other animations.")
 MinTilesOpt = typer.Option(None, "--min-tiles", help="Fewest 448px tiles per page (default from the model, 1).")
 MaxTilesOpt = typer.Option(None, "--max-tiles", help="Most 448px tiles per page, up to 40 (default from the model, 12).")
-MaxNewTokensOpt = typer.Option(1024, "--max-new-tokens", help="Longest answer per page, in tokens.")
+MaxNewTokensOpt = typer.Option(DEFAULT_MAX_NEW_TOKENS, "--max-new-tokens",
+                               help="Longest answer per page (per window for extract), in tokens; never more than "
+                                    "the model's context leaves after the prompt. An answer that reaches it is "
+                                    "flagged truncated.")
+_PROMPTS = "Prompt"
+PromptOpt = typer.Option(None, "--prompt", rich_help_panel=_PROMPTS,
+                         help="Your own instruction: a prompt file, or a shipped prompt's name (`internvl prompts` "
+                              "lists them and their placeholders). Part of the task hash.")
+AnchoredPromptOpt = typer.Option(None, "--anchored-prompt", rich_help_panel=_PROMPTS,
+                                 help="The prompt for PDF pages with a text layer; must contain {text_layer}. "
+                                      "Default: --prompt followed by the shipped text-layer paragraphs.")
+SystemOpt = typer.Option(None, "--system", rich_help_panel=_PROMPTS,
+                         help="System message: the text itself, or a file holding it. Default: the checkpoint's "
+                              "own (InternVL's official models were trained with one).")
+NoSystemOpt = typer.Option(False, "--no-system", rich_help_panel=_PROMPTS, help="Send no system turn at all.")
+_LOOPS = "Loop detection"
+_RULE = LoopRule()
+LoopStopOpt = typer.Option(True, "--loop-stop/--no-loop-stop", rich_help_panel=_LOOPS,
+                           help="Stop an answer that repeats itself longer than a page could (flagged repetition).")
+LoopRepeatsOpt = typer.Option(_RULE.min_repeats, "--loop-repeats", rich_help_panel=_LOOPS,
+                              help="Fewest back-to-back repeats of one unit that can count as a loop.")
+LoopTokensOpt = typer.Option(_RULE.max_tokens, "--loop-tokens", rich_help_panel=_LOOPS,
+                             help="A run of one unit repeated back to back that reaches this many tokens is a loop.")
+LoopCharsOpt = typer.Option(_RULE.max_chars, "--loop-chars", rich_help_panel=_LOOPS,
+                            help="... or longer than this many characters.")
+LoopLinesOpt = typer.Option(_RULE.max_lines, "--loop-lines", rich_help_panel=_LOOPS,
+                            help="... or longer than this many lines.")
+LoopLineCharsOpt = typer.Option(_RULE.max_line_chars, "--loop-line-chars", rich_help_panel=_LOOPS,
+                                help=f"A short unit (up to {_RULE.short_unit_chars} characters) repeating within "
+                                     "one line over more than this many characters is a loop.")
 BatchOpt = typer.Option(8, "--batch-size", help="Most pages per GPU batch.")
 BatchTilesOpt = typer.Option(64, "--batch-tiles", help="Most tiles per GPU batch (bounds GPU memory).")
 OutputOpt = typer.Option(None, "--output", "-o", help="Write one file per document into this directory "
@@ -101,13 +134,35 @@ RetryOpt = typer.Option(False, "--retry-failed", help="With -o: redo only docume
 WaitOpt = typer.Option(False, "--wait", help="With -o: wait for another run on the same directory instead of "
                        "exiting with code 9.")
 PathsArg = typer.Argument(..., help="PDF or image files, directories, glob patterns, or - to read paths from stdin.")
+EngineOpt = typer.Option("hf", "--engine", envvar="INTERNVL_ENGINE",
+                         help="hf (transformers, default), vllm (in-process vLLM: continuous batching; "
+                              'pip install "internvl-cli[vllm]") or server (OpenAI-compatible servers, --server).')
+ServerOpt = typer.Option([], "--server", help="With --engine server: an OpenAI-compatible base URL, e.g. "
+                         "http://127.0.0.1:8000/v1 (repeatable: the servers share the work).")
+ConcurrencyOpt = typer.Option(32, "--concurrency", help="With --engine server: requests in flight over all "
+                              "servers (about 32 per GPU behind them).")
+TimeoutOpt = typer.Option(600.0, "--request-timeout", help="With --engine server: seconds one request may take "
+                          "before it is retried.")
+TensorParallelOpt = typer.Option(1, "--tensor-parallel-size", help="With --engine vllm: GPUs one model is split "
+                                 "over (models too large for one GPU).")
+DataParallelOpt = typer.Option(1, "--data-parallel-size", help="With --engine vllm: replicas; vLLM runs these only "
+                               "as a server, see README (several GPUs on one machine).")
 
 
-def _open_engine(model: str, device: str, dtype: str):
+def _engine_settings(engine: str, servers: list[str], concurrency: int, request_timeout: float,
+                     tensor_parallel: int, data_parallel: int, max_images: int = 1):
+    from .engine import EngineSettings
+
+    return EngineSettings(kind=engine, servers=list(servers), concurrency=concurrency,
+                          request_timeout=request_timeout, tensor_parallel_size=tensor_parallel,
+                          data_parallel_size=data_parallel, max_images=max_images)
+
+
+def _open_engine(model: str, device: str, dtype: str, settings=None):
     """Resolves the checkpoint and reads its configs; the weights load only once there is work to do."""
     from .engine import load_engine
 
-    return load_engine(model, device=device, dtype=dtype)
+    return load_engine(model, device=device, dtype=dtype, settings=settings)
 
 
 def _note(message: str) -> None:
@@ -147,12 +202,19 @@ def ocr(
                                     help="Give a PDF page's own text layer to the model as an anchor when it has "
                                          "a usable one (the output says which path was taken)."),
     model: str = ModelOpt, device: str = DeviceOpt, dtype: str = DtypeOpt,
-    pages: Optional[str] = PagesOpt, password: Optional[str] = PasswordOpt,
+    pages: Optional[str] = PagesOpt, password: Optional[str] = PasswordOpt, frames: Optional[str] = FramesOpt,
     min_tiles: Optional[int] = MinTilesOpt, max_tiles: Optional[int] = MaxTilesOpt,
     max_new_tokens: int = MaxNewTokensOpt,
     output: Optional[Path] = OutputOpt, include: list[str] = IncludeOpt, exclude: list[str] = ExcludeOpt,
     force: bool = ForceOpt, retry_failed: bool = RetryOpt, wait: bool = WaitOpt,
     batch_size: int = BatchOpt, batch_tiles: int = BatchTilesOpt,
+    engine_name: str = EngineOpt, servers: list[str] = ServerOpt, concurrency: int = ConcurrencyOpt,
+    request_timeout: float = TimeoutOpt, tensor_parallel: int = TensorParallelOpt,
+    data_parallel: int = DataParallelOpt,
+    prompt: Optional[str] = PromptOpt, anchored_prompt: Optional[str] = AnchoredPromptOpt,
+    system: Optional[str] = SystemOpt, no_system: bool = NoSystemOpt,
+    loop_stop: bool = LoopStopOpt, loop_repeats: int = LoopRepeatsOpt, loop_tokens: int = LoopTokensOpt,
+    loop_chars: int = LoopCharsOpt, loop_lines: int = LoopLinesOpt, loop_line_chars: int = LoopLineCharsOpt,
 ) -> None:
     """Transcribe PDFs and images to markdown or text, page by page.
 
@@ -164,16 +226,23 @@ def ocr(
       internvl ocr inbox/ -o out/        # cron: reruns skip what is done
     """
     from .tasks.ocr import FORMATS, OcrTask
+    from .tasks.prompts import prompt_set, resolve_system
 
     with _exit_on_error():
         batch = BatchSettings(paths, output, include, exclude, force, retry_failed, wait, batch_size, batch_tiles)
         fmt = fmt or ("markdown" if output or _count_docs(paths) == 1 else "jsonl")
         _check_choice("--format", fmt, FORMATS)
-        _check_common(pages, max_new_tokens)
-        engine = _open_engine(model, device, dtype)
-        options = _page_options(engine, pages, password, min_tiles, max_tiles, max_new_tokens)
+        _check_common(pages, max_new_tokens, frames)
+        prompts = prompt_set("ocr", prompt, anchored_prompt)  # a bad prompt fails before the model loads
+        loop = _loop_rule(loop_stop, loop_repeats, loop_tokens, loop_chars, loop_lines, loop_line_chars)
+        system_text = resolve_system(system, no_system)
+        engine = _open_engine(model, device, dtype, _engine_settings(
+            engine_name, servers, concurrency, request_timeout, tensor_parallel, data_parallel))
+        options = _page_options(engine, pages, password, min_tiles, max_tiles, max_new_tokens, frames, loop,
+                               system_text)
         suffix = {"markdown": ".md", "text": ".txt", "jsonl": ".jsonl"}[fmt]
-        run_batch(OcrTask(options, engine.model_id, use_text_layer=text_layer), engine, batch, fmt, suffix)
+        run_batch(OcrTask(options, engine.model_id, use_text_layer=text_layer, prompts=prompts), engine, batch,
+                  fmt, suffix)
 
 
 @app.command()
@@ -182,12 +251,18 @@ def chart(
     fmt: str = typer.Option("csv", "--format", "-f", help="csv, markdown, or json (one object per chart with "
                             "columns and rows)."),
     model: str = ModelOpt, device: str = DeviceOpt, dtype: str = DtypeOpt,
-    pages: Optional[str] = PagesOpt, password: Optional[str] = PasswordOpt,
+    pages: Optional[str] = PagesOpt, password: Optional[str] = PasswordOpt, frames: Optional[str] = FramesOpt,
     min_tiles: Optional[int] = MinTilesOpt, max_tiles: Optional[int] = MaxTilesOpt,
     max_new_tokens: int = MaxNewTokensOpt,
     output: Optional[Path] = OutputOpt, include: list[str] = IncludeOpt, exclude: list[str] = ExcludeOpt,
     force: bool = ForceOpt, retry_failed: bool = RetryOpt, wait: bool = WaitOpt,
     batch_size: int = BatchOpt, batch_tiles: int = BatchTilesOpt,
+    engine_name: str = EngineOpt, servers: list[str] = ServerOpt, concurrency: int = ConcurrencyOpt,
+    request_timeout: float = TimeoutOpt, tensor_parallel: int = TensorParallelOpt,
+    data_parallel: int = DataParallelOpt,
+    prompt: Optional[str] = PromptOpt, system: Optional[str] = SystemOpt, no_system: bool = NoSystemOpt,
+    loop_stop: bool = LoopStopOpt, loop_repeats: int = LoopRepeatsOpt, loop_tokens: int = LoopTokensOpt,
+    loop_chars: int = LoopCharsOpt, loop_lines: int = LoopLinesOpt, loop_line_chars: int = LoopLineCharsOpt,
 ) -> None:
     """Turn charts (images or PDF pages) into data tables.
 
@@ -201,15 +276,21 @@ def chart(
       internvl chart report.pdf --pages 4 --format markdown
     """
     from .tasks.chart import FORMATS, ChartTask
+    from .tasks.prompts import prompt_set, resolve_system
 
     with _exit_on_error():
         batch = BatchSettings(paths, output, include, exclude, force, retry_failed, wait, batch_size, batch_tiles)
         _check_choice("--format", fmt, FORMATS)
-        _check_common(pages, max_new_tokens)
-        engine = _open_engine(model, device, dtype)
-        options = _page_options(engine, pages, password, min_tiles, max_tiles, max_new_tokens)
+        _check_common(pages, max_new_tokens, frames)
+        prompts = prompt_set("chart", prompt)
+        loop = _loop_rule(loop_stop, loop_repeats, loop_tokens, loop_chars, loop_lines, loop_line_chars)
+        system_text = resolve_system(system, no_system)
+        engine = _open_engine(model, device, dtype, _engine_settings(
+            engine_name, servers, concurrency, request_timeout, tensor_parallel, data_parallel))
+        options = _page_options(engine, pages, password, min_tiles, max_tiles, max_new_tokens, frames, loop,
+                               system_text)
         suffix = {"csv": ".csv", "markdown": ".md", "json": ".jsonl"}[fmt]
-        run_batch(ChartTask(options, engine.model_id), engine, batch, fmt, suffix)
+        run_batch(ChartTask(options, engine.model_id, prompts=prompts), engine, batch, fmt, suffix)
 
 
 @app.command()
@@ -231,11 +312,18 @@ def extract(
     text_layer: bool = typer.Option(True, "--text-layer/--no-text-layer",
                                     help="Give a PDF's text layer to the model as an anchor."),
     model: str = ModelOpt, device: str = DeviceOpt, dtype: str = DtypeOpt,
-    pages: Optional[str] = PagesOpt, password: Optional[str] = PasswordOpt,
+    pages: Optional[str] = PagesOpt, password: Optional[str] = PasswordOpt, frames: Optional[str] = FramesOpt,
     max_tiles: Optional[int] = MaxTilesOpt, max_new_tokens: int = MaxNewTokensOpt,
     output: Optional[Path] = OutputOpt, include: list[str] = IncludeOpt, exclude: list[str] = ExcludeOpt,
     force: bool = ForceOpt, retry_failed: bool = RetryOpt, wait: bool = WaitOpt,
     batch_size: int = BatchOpt, batch_tiles: int = BatchTilesOpt,
+    engine_name: str = EngineOpt, servers: list[str] = ServerOpt, concurrency: int = ConcurrencyOpt,
+    request_timeout: float = TimeoutOpt, tensor_parallel: int = TensorParallelOpt,
+    data_parallel: int = DataParallelOpt,
+    prompt: Optional[str] = PromptOpt, anchored_prompt: Optional[str] = AnchoredPromptOpt,
+    system: Optional[str] = SystemOpt, no_system: bool = NoSystemOpt,
+    loop_stop: bool = LoopStopOpt, loop_repeats: int = LoopRepeatsOpt, loop_tokens: int = LoopTokensOpt,
+    loop_chars: int = LoopCharsOpt, loop_lines: int = LoopLinesOpt, loop_line_chars: int = LoopLineCharsOpt,
 ) -> None:
     """Extract one schema-valid JSON record per document.
 
@@ -255,27 +343,59 @@ def extract(
       internvl schemas show invoice      # print a shipped schema to start your own
     """
     from .engine.base import Sampling
+    from .tasks.prompts import prompt_set, resolve_system
     from .tasks.schemas import load_schema
     from .tasks.extract import ExtractOptions, ExtractTask, answer_budget
 
     with _exit_on_error():
         batch = BatchSettings(paths, output, include, exclude, force, retry_failed, wait, batch_size, batch_tiles)
-        _check_common(pages, max_new_tokens)
+        _check_common(pages, max_new_tokens, frames)
         if votes < 1 or window_pages < 1 or window_tiles < 1:
             raise UsageError("--votes, --window-pages and --window-tiles must be at least 1")
         loaded = load_schema(schema)  # a bad schema fails before any model is loaded
+        prompts = prompt_set("extract", prompt, anchored_prompt)
+        loop = _loop_rule(loop_stop, loop_repeats, loop_tokens, loop_chars, loop_lines, loop_line_chars)
+        system_text = resolve_system(system, no_system)
         explicit = ctx.get_parameter_source("max_new_tokens").name in ("COMMANDLINE", "ENVIRONMENT")
         budget, notes = answer_budget(loaded, max_new_tokens, explicit)
-        engine = _open_engine(model, device, dtype)
+        engine = _open_engine(model, device, dtype, _engine_settings(
+            engine_name, servers, concurrency, request_timeout, tensor_parallel, data_parallel,
+            max_images=window_pages))
         options = ExtractOptions(
-            tiling=engine.tiling.with_limits(None, max_tiles), sampling=Sampling(max_new_tokens=budget),
+            tiling=engine.tiling.with_limits(None, max_tiles),
+            sampling=Sampling(max_new_tokens=budget, loop=loop),
             window_pages=window_pages, window_tiles=window_tiles, votes=votes, password=password, pages=pages,
-            use_text_layer=text_layer)
-        task = ExtractTask(options, loaded, engine.model_id)
+            use_text_layer=text_layer, frames=frames, system=system_text)
+        task = ExtractTask(options, loaded, engine.model_id, prompts=prompts)
         for note in notes + task.preflight(getattr(engine, "context_length", None)):
             _note(note)
         fmt = "data" if data_only else "record"
         run_batch(task, engine, batch, fmt, ".json")
+
+
+@app.command()
+def prompts(
+    name: Optional[str] = typer.Argument(None, help="Print this shipped prompt's text (a start for your own)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON lines."),
+) -> None:
+    """List the shipped prompts (use them, or files of your own, with --prompt / --anchored-prompt).
+
+    Placeholders: {text_layer} the PDF page's text layer (anchored prompts only), {fields} the schema's
+    fields with their descriptions and {page_note} which pages the images show (extract). Write {{name}}
+    for a literal {name}.
+    """
+    from .tasks.prompts import list_prompts, shipped_prompt
+
+    with _exit_on_error():
+        if name is not None:
+            typer.echo(shipped_prompt(name).text)
+            return
+        for row in list_prompts():
+            if as_json:
+                typer.echo(json.dumps(row))
+                continue
+            names = " ".join("{" + p + "}" for p in row["placeholders"]) or "-"
+            typer.echo(f"{row['name']}\t{row['command']} {row['option']}\t{row['pages']}\t{names}\t{row['purpose']}")
 
 
 schemas_app = typer.Typer(help="The JSON Schemas shipped with internvl-cli (use their names with `extract "
@@ -379,7 +499,7 @@ def quantize(
 
 @app.command()
 def models(as_json: bool = typer.Option(False, "--json", help="Print JSON lines.")) -> None:
-    """List the model presets: size, layout, quantization, expected GPU memory, whether cached, licence.
+    """List the model presets: size, layout, quantization, expected GPU memory, engines, whether cached, licence.
 
     The licence column gives the weights' terms as their model cards state them (InternVL's part, then the
     language model's); read the model card before commercial use.
@@ -396,11 +516,13 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print JSON lines.
         from rich.console import Console
         from rich.table import Table
 
-        table = Table("preset", "repository", "layout", "quant", "params", "GPU GB", "max tiles", "cached", "licence")
+        table = Table("preset", "repository", "layout", "quant", "params", "GPU GB", "max tiles", "engines", "cached",
+                      "licence")
         for row in rows:
             name = row["name"] + (" (default)" if row["default"] else "")
             table.add_row(name, row["repo_id"], row["layout"], row["quantization"], row["params"],
-                          f"{row['gpu_memory_gb']:.1f}", str(row["max_tiles"]), "yes" if row["cached"] else "no",
+                          f"{row['gpu_memory_gb']:.1f}", str(row["max_tiles"]), ",".join(row["engines"]),
+                          "yes" if row["cached"] else "no",
                           row["licence"])
         Console().print(table)
 
@@ -426,42 +548,85 @@ def _check_choice(option: str, value: str, choices) -> None:
         raise UsageError(f"{option} must be one of {', '.join(choices)}")
 
 
-def _check_common(pages: Optional[str], max_new_tokens: int) -> None:
+def _check_common(pages: Optional[str], max_new_tokens: int, frames: Optional[str] = None) -> None:
     """Usage errors surface before the (slow) model load."""
-    from .documents.pages import parse_page_ranges
+    from .documents.pages import check_frames, parse_page_ranges
 
     parse_page_ranges(pages)
+    check_frames(frames)
     if max_new_tokens < 1:
         raise UsageError("--max-new-tokens must be at least 1")
 
 
-def _page_options(engine, pages, password, min_tiles, max_tiles, max_new_tokens):
+def _page_options(engine, pages, password, min_tiles, max_tiles, max_new_tokens, frames=None,
+                  loop: LoopRule = LoopRule(), system: Optional[str] = None):
     from .engine.base import Sampling
     from .tasks.pagewise import PageOptions
 
     return PageOptions(tiling=engine.tiling.with_limits(min_tiles, max_tiles),
-                       sampling=Sampling(max_new_tokens=max_new_tokens), password=password, pages=pages)
+                       sampling=Sampling(max_new_tokens=max_new_tokens, loop=loop), password=password, pages=pages,
+                       frames=frames, system=system)
+
+
+def _loop_rule(stop: bool, repeats: int, tokens: int, chars: int, lines: int, line_chars: int) -> LoopRule:
+    try:
+        return LoopRule(min_repeats=repeats, max_tokens=tokens, max_chars=chars, max_lines=lines,
+                        max_line_chars=line_chars, enabled=stop)
+    except ValueError as exc:
+        option = {"min_repeats": "--loop-repeats", "max_tokens": "--loop-tokens", "max_chars": "--loop-chars",
+                  "max_lines": "--loop-lines", "max_line_chars": "--loop-line-chars"}
+        message = str(exc)
+        for field_name, flag in option.items():
+            message = message.replace(f"LoopRule.{field_name}", flag)
+        raise UsageError(message) from None
 
 
 @app.command()
 def inspect(
     paths: list[str] = PathsArg,
     as_json: bool = typer.Option(False, "--json", help="One JSON object per page on stdout instead of a table."),
-    pages: Optional[str] = PagesOpt, password: Optional[str] = PasswordOpt,
+    pages: Optional[str] = PagesOpt, password: Optional[str] = PasswordOpt, frames: Optional[str] = FramesOpt,
     min_tiles: Optional[int] = MinTilesOpt, max_tiles: Optional[int] = MaxTilesOpt,
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Read the tiling settings of this checkpoint "
                                        "(its small config files only; no weights are loaded). Default: "
-                                       "InternVL's standard 448px tiles, 1..12."),
+                                       "InternVL's standard 448px tiles, 1..12; with --prompt, the default model."),
+    prompt: Optional[str] = typer.Option(None, "--prompt", rich_help_panel=_PROMPTS,
+                                         help="Show the exact prompt each page would be sent with: a command's "
+                                              "own prompts (ocr, chart, extract), a shipped prompt's name or a "
+                                              "file. Loads the model's tokenizer, never its weights."),
+    anchored_prompt: Optional[str] = AnchoredPromptOpt,
+    task_name: Optional[str] = typer.Option(None, "--task", rich_help_panel=_PROMPTS,
+                                            help="The command a --prompt file is for: ocr (default), chart or "
+                                                 "extract."),
+    schema: Optional[str] = typer.Option(None, "--schema", "-s", rich_help_panel=_PROMPTS,
+                                         help="The JSON Schema, for extract prompts."),
+    system: Optional[str] = SystemOpt, no_system: bool = NoSystemOpt,
+    text_layer: bool = typer.Option(True, "--text-layer/--no-text-layer", rich_help_panel=_PROMPTS,
+                                    help="As the commands' option of that name."),
+    max_new_tokens: int = MaxNewTokensOpt,
 ) -> None:
     """Show, without loading a model, how each page will be tiled and what it will cost.
 
     Per page: its pixel size (PDF pages measured at 200 DPI), the chosen grid of 448px tiles, the tile
     count (grid plus thumbnail), the image tokens it costs, and whether a PDF text layer exists.
+    With --prompt: the full prompt each page (or extract window) would be sent with, image tokens
+    shown as <IMG_CONTEXT>*N, and its token count and answer budget.
+
+    \b
+    Examples:
+      internvl inspect scan.pdf --max-tiles 6
+      internvl inspect scan.pdf --prompt ocr --model internvl3-2b-awq
+      internvl inspect bill.pdf --prompt my-extract.md --task extract --schema invoice --no-system
     """
     from .documents.inspection import inspect_pages
     from .documents.tiling import TilingConfig
 
     with _exit_on_error():
+        if prompt is not None:
+            return _inspect_prompts(paths, prompt, anchored_prompt, task_name, schema, system, no_system,
+                                    text_layer, model or DEFAULT_MODEL, pages, password, frames, min_tiles,
+                                    max_tiles, max_new_tokens, as_json)
+        _check_common(pages, 1, frames)
         base = _open_engine(model, "cpu", "auto").tiling if model else TilingConfig()
         tiling = base.with_limits(min_tiles, max_tiles)
         failed: list[InternVLError] = []
@@ -470,7 +635,7 @@ def inspect(
         failed.extend(found.errors)
         for path in [doc.path for doc in found.docs]:
             try:
-                rows.extend(inspect_pages(path, tiling, password=password, pages=pages))
+                rows.extend(inspect_pages(path, tiling, password=password, pages=pages, frames=frames))
             except InternVLError as error:
                 report_error(error)
                 failed.append(error)
@@ -478,6 +643,85 @@ def inspect(
         if failed:
             codes = {e.exit_code for e in failed}
             raise typer.Exit(int(codes.pop() if len(codes) == 1 and not rows else ExitCode.PARTIAL))
+
+
+def _inspect_prompts(paths, prompt, anchored_prompt, task_name, schema, system, no_system, text_layer, model,
+                     pages, password, frames, min_tiles, max_tiles, max_new_tokens, as_json) -> None:
+    """`inspect --prompt`: builds the command's task as the command would and prints each unit's prompt."""
+    from .engine.base import Sampling
+    from .runs.preview import preview_prompts
+    from .tasks.prompts import SHIPPED, prompt_set, resolve_system
+
+    shipped = SHIPPED.get(prompt)
+    command = task_name or (shipped[0] if shipped else "ocr")
+    _check_choice("--task", command, ("ocr", "chart", "extract"))
+    if shipped and task_name and shipped[0] != task_name:
+        raise UsageError(f"--prompt {prompt} is a prompt of `{shipped[0]}`, not of `{task_name}`")
+    _check_common(pages, max_new_tokens, frames)
+    prompts = prompt_set(command, prompt, anchored_prompt)
+    system_text = resolve_system(system, no_system)
+    loaded = None
+    if command == "extract":
+        if schema is None:
+            raise UsageError("extract prompts need --schema (its fields go into the prompt)")
+        from .tasks.schemas import load_schema
+
+        loaded = load_schema(schema)
+    engine = _open_engine(model, "cpu", "auto")
+    sampling = Sampling(max_new_tokens=max_new_tokens)
+    if command == "extract":
+        from .tasks.extract import ExtractOptions, ExtractTask
+
+        options = ExtractOptions(tiling=engine.tiling.with_limits(None, max_tiles), sampling=sampling,
+                                 password=password, pages=pages, use_text_layer=text_layer, frames=frames,
+                                 system=system_text)
+        task = ExtractTask(options, loaded, engine.model_id, prompts=prompts)
+    else:
+        from .tasks.pagewise import PageOptions
+
+        options = PageOptions(tiling=engine.tiling.with_limits(min_tiles, max_tiles), sampling=sampling,
+                              password=password, pages=pages, frames=frames, system=system_text)
+        if command == "ocr":
+            from .tasks.ocr import OcrTask
+
+            task = OcrTask(options, engine.model_id, use_text_layer=text_layer, prompts=prompts)
+        else:
+            from .tasks.chart import ChartTask
+
+            task = ChartTask(options, engine.model_id, prompts=prompts)
+    failed: list[InternVLError] = []
+    found = _discover_plain(paths)
+    failed.extend(found.errors)
+    shown = 0
+    for path in [doc.path for doc in found.docs]:
+        try:
+            rows = preview_prompts(task, engine, path)
+        except InternVLError as error:
+            report_error(error)
+            failed.append(error)
+            continue
+        for row in rows:
+            shown += 1
+            if as_json:
+                sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
+                continue
+            span = "-".join(str(p) for p in (row["pages"][0], row["pages"][-1])) if len(row["pages"]) > 1 \
+                else str(row["pages"][0])
+            sys.stdout.write(
+                f"<!-- file: {row['file']} | page: {span} | {row['task']} | source: {row['source']} | "
+                f"tiles: {row['tiles']} | prompt: {row['prompt_tokens']} tokens ({row['image_tokens']} image, "
+                f"{row['text_tokens']} text) | answer budget: {row['max_new_tokens']} of context "
+                f"{row['context']} -->\n{_visible(row['prompt'])}\n\n")
+    if failed:
+        codes = {e.exit_code for e in failed}
+        raise typer.Exit(int(codes.pop() if len(codes) == 1 and not shown else ExitCode.PARTIAL))
+
+
+def _visible(text: str) -> str:
+    """Control characters (a PDF text layer may hold some) shown as escapes, so a terminal shows the prompt
+    instead of obeying it; --json keeps the exact text."""
+    return "".join(c if c in "\n\t" or not (ord(c) < 32 or 0x7f <= ord(c) <= 0x9f) else f"\\x{ord(c):02x}"
+                   for c in text)
 
 
 def _discover_plain(paths: list[str]):
@@ -497,11 +741,11 @@ def _print_inspection(rows: list[dict], as_json: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("file", "page", "size (px)", "grid", "tiles", "image tokens", "text layer")
+    table = Table("file", "page", "size (px)", "grid", "tiles", "image tokens", "text layer", "flags")
     for row in rows:
         table.add_row(row["file"], str(row["page"]), f"{row['width']}x{row['height']}",
                       f"{row['grid'][0]}x{row['grid'][1]}", str(row["tiles"]), str(row["image_tokens"]),
-                      "yes" if row["text_layer"] else "no")
+                      "yes" if row["text_layer"] else "no", row.get("error") or ", ".join(row.get("flags", ())))
     Console().print(table)
     total = sum(row["image_tokens"] for row in rows)
     _err(f"internvl: {len(rows)} pages, {sum(r['tiles'] for r in rows)} tiles, {total} image tokens")

@@ -5,7 +5,7 @@ from importlib import metadata
 
 from .models.presets import PRESETS
 
-PACKAGES = ("torch", "transformers", "tokenizers", "gptqmodel", "llguidance", "pymupdf", "pillow", "typer")
+PACKAGES = ("torch", "transformers", "tokenizers", "gptqmodel", "llguidance", "pymupdf", "pillow", "typer", "vllm")
 
 
 def _version(name: str) -> str:
@@ -35,5 +35,9 @@ def diagnose() -> dict:
         report["awq kernels"] = ("ok: " if ok else "unavailable: ") + detail
     except Exception as exc:  # the report must still print when the AWQ stack is broken
         report["awq kernels"] = f"unavailable: {exc}"
+    from .engine import engine_status
+
+    for name, state in engine_status().items():
+        report[f"engine {name}"] = state
     report["presets that fit"] = [name for name, p in PRESETS.items() if gpu_gb and p.gpu_memory_gb <= gpu_gb * 0.9]
     return report

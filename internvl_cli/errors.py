@@ -20,6 +20,7 @@ class ExitCode(IntEnum):
     BUSY = 9                 # another run holds the output directory (use --wait)
     PARTIAL = 10             # the run finished but some documents failed
     INVALID_OUTPUT = 11      # an answer could not be made schema-valid (the record carries its errors)
+    SERVER = 12              # --engine server: no server reachable, or it kept answering with errors
     INTERRUPTED = 130        # Ctrl-C
     TERMINATED = 143         # SIGTERM
 
@@ -96,3 +97,10 @@ class InvalidOutputError(InternVLError):
 
     exit_code = ExitCode.INVALID_OUTPUT
     hint = "see the record's errors; a higher --max-new-tokens helps when the answer was cut off"
+
+
+class ServerError(InternVLError):
+    """An OpenAI-compatible server could not be reached, or kept failing after retries (--engine server)."""
+
+    exit_code = ExitCode.SERVER
+    hint = "check that the --server URLs are up (`curl URL/models`) and see the server's log"

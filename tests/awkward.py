@@ -36,6 +36,22 @@ Images
   PIL's Image.open raises PIL.Image.DecompressionBombError (more than 2x MAX_IMAGE_PIXELS), but
   pymupdf.open accepts it lazily as a 1-page document with a 22500x22500 pt page, so a loader that
   opens images through PyMuPDF must check the pixel size itself before rendering.
+- exif-rotate-6.heic (make_heic_photo): the same sideways-stored picture as exif-rotate-6.jpg, written as
+  HEIC by pillow-heif (x265) with EXIF Orientation=6, as a phone camera does. pillow-heif stores the
+  orientation as the HEIF `irot` transform too (the EXIF keeps 6); libheif applies `irot`, so the decoded
+  image is upright at 200x300, and the Pillow plugin (pi-heif, pillow-heif) resets the EXIF tag to 1 so
+  that ImageOps.exif_transpose does not turn it a second time.
+- exif-rotate-6.avif (make_avif_photo): the same picture as AVIF, written by Pillow's own libavif (aom);
+  Pillow reads it back sideways (300x200) with Orientation=6 kept, so ImageOps.exif_transpose must run.
+- animated.gif / animated.webp (make_animated_gif, make_animated_webp): 3 frames of one size, each with its
+  own text; Pillow reports n_frames == 3. Readers that treat frames as pages read 3 pages.
+- cut-80.jpg (make_truncated_jpeg): the first 80% of the bytes of a baseline 600x800 JPEG. Pillow opens
+  it but load() raises OSError ("image file is truncated"); with an end-of-image marker appended, libjpeg
+  decodes the top rows and fills the blocks it never reached with flat mid-grey (128).
+- cut-15.jpg (make_truncated_jpeg_short): the first 15% of the same JPEG: most rows are missing.
+- cut-75.png / cut-25.png (make_truncated_png, make_truncated_png_short): the first 75% / 25% of the
+  bytes of a 600x800 PNG (several IDAT chunks); Pillow opens it, load() raises OSError. The inflated
+  IDAT data present holds that share of the scanlines, give or take.
 
 Opening images with PyMuPDF instead of PIL (observed, worth knowing for the loader): MuPDF opens
 JPEG/PNG/BMP/GIF/TIFF as 1-page documents (the TIFF as 3 pages), sizes pages at 96 DPI (page.rect is
@@ -65,6 +81,22 @@ PDFs
 - huge-page.pdf (make_huge_page_pdf): one 14400x14400 pt page (200x200 inches, the largest that PDF
   1.7 allows without /UserUnit). Rendering it at 150 DPI would mean a 30000x30000 pixmap (2.7 GB RGB),
   so a loader must cap the render scale by pixel count.
+- poster.pdf (make_poster_pdf): one 250x500-inch page (18000x36000 pt), past the 200-inch maximum of
+  PDF 1.7; MuPDF opens and renders it at any scale like any other page.
+- image-bomb.pdf (make_image_bomb_pdf): written by hand, one A4 page drawing a 40000x40000 1-bit
+  Flate image (1,600 megapixels, about 200 KB compressed). page.get_images() reports its size without
+  decoding it.
+- password-unicode.pdf (make_unicode_password_pdf): AES-256 (R6) with the user password "pässwörd" in
+  its SASLprep form (NFC), as a conforming writer stores it. MuPDF does not apply SASLprep: the same
+  password typed decomposed (NFD, as macOS input can give) or with a soft hyphen fails authenticate().
+- password-unprepared.pdf (make_unprepared_password_pdf): AES-256 (R6) encrypted by MuPDF with the raw,
+  unprepared password "SªSL<soft hyphen>prep"; only those exact bytes open it, its SASLprep form
+  "SaSLprep" does not.
+- broken-page.pdf (make_broken_page_pdf): written by hand, 12 pages; page 2's object is damaged (its
+  MediaBox array is never closed). MuPDF does not raise: it silently shows a blank US Letter page.
+- page-tree-cycle.pdf (make_page_tree_cycle_pdf): written by hand, 12 entries in /Kids, the second one
+  pointing back at the /Pages node itself. MuPDF loads page 1 and then raises "cycle in page tree" for
+  page 2 and every page after it.
 - mixed-text-layer.pdf (make_mixed_text_layer_pdf): 3 pages; pages 1 and 3 have a text layer, page 2
   is a single embedded image (a scanned page in the middle of a born-digital document).
 - rotate-90.pdf (make_rotated_page_pdf): an A4 portrait MediaBox with /Rotate 90; the text is drawn
@@ -80,13 +112,17 @@ import random
 import struct
 import zlib
 from collections.abc import Callable
+from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 import pymupdf
 from PIL import Image, ImageDraw, ImageFont
 
 OWNER_PASSWORD = "owner"
 USER_PASSWORD = "secret"
+UNICODE_PASSWORD = "p\u00e4ssw\u00f6rd"  # "pässwörd", precomposed (NFC): its own SASLprep form
+UNPREPARED_PASSWORD = "S\u00aaSL\u00adprep"  # RFC 4013's kind of example: SASLprep makes it "SaSLprep"
 BOMB_SIDE = 30000
 RED_BLOCK = (220, 0, 0)
 
@@ -222,6 +258,97 @@ def make_decompression_bomb(dir: Path, side: int = BOMB_SIDE) -> Path:
     return path
 
 
+def _upright_test_photo() -> tuple[Image.Image, bytes]:
+    """The exif-rotate-6 picture stored sideways, and EXIF bytes saying Orientation=6."""
+    upright = _text_image((200, 300), "UP")
+    ImageDraw.Draw(upright).rectangle([0, 0, 199, 59], fill=RED_BLOCK)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    return upright.transpose(Image.Transpose.ROTATE_90), exif.tobytes()
+
+
+def make_heic_photo(dir: Path) -> Path:
+    import pillow_heif  # the encoding build (x265); the package itself reads HEIC with pi-heif
+
+    path = dir / "exif-rotate-6.heic"
+    stored, exif = _upright_test_photo()
+    pillow_heif.from_pillow(stored).save(path, quality=90, exif=exif)
+    return path
+
+
+def make_avif_photo(dir: Path) -> Path:
+    path = dir / "exif-rotate-6.avif"
+    stored, exif = _upright_test_photo()
+    stored.save(path, quality=90, exif=exif)
+    return path
+
+
+def _frames(count: int, label: str) -> list[Image.Image]:
+    return [_text_image((400, 200), f"{label} frame {i}") for i in range(1, count + 1)]
+
+
+def make_animated_gif(dir: Path) -> Path:
+    path = dir / "animated.gif"
+    frames = [f.convert("P", palette=Image.Palette.ADAPTIVE, colors=16) for f in _frames(3, "GIF")]
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=500, loop=0)
+    return path
+
+
+def make_animated_webp(dir: Path) -> Path:
+    path = dir / "animated.webp"
+    frames = _frames(3, "WebP")
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=500, loop=0, lossless=True)
+    return path
+
+
+def _page_of_lines(label: str) -> Image.Image:
+    """A 600x800 page of text lines top to bottom, so every band of rows has ink."""
+    image = Image.new("RGB", (600, 800), "white")
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default(size=20)
+    for number, y in enumerate(range(20, 780, 30), 1):
+        draw.text((10, y), f"{label} line {number}: the quick brown fox", fill="black", font=font)
+    return image
+
+
+def _cut(data: bytes, share: float, path: Path) -> Path:
+    path.write_bytes(data[: int(len(data) * share)])
+    return path
+
+
+@lru_cache(maxsize=1)
+def _jpeg_bytes() -> bytes:
+    buffer = io.BytesIO()
+    _page_of_lines("JPEG").save(buffer, format="JPEG", quality=85)
+    return buffer.getvalue()
+
+
+@lru_cache(maxsize=1)
+def _png_bytes() -> bytes:
+    buffer = io.BytesIO()
+    # Noise under the text keeps the PNG from compressing to almost nothing, so shares of bytes ~ rows.
+    page = np.asarray(_page_of_lines("PNG"), dtype=np.int16)
+    noise = np.random.default_rng(13).integers(0, 24, size=page.shape[:2], dtype=np.int16)[..., None]
+    Image.fromarray(np.clip(page - noise, 0, 255).astype(np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def make_truncated_jpeg(dir: Path) -> Path:
+    return _cut(_jpeg_bytes(), 0.8, dir / "cut-80.jpg")
+
+
+def make_truncated_jpeg_short(dir: Path) -> Path:
+    return _cut(_jpeg_bytes(), 0.15, dir / "cut-15.jpg")
+
+
+def make_truncated_png(dir: Path) -> Path:
+    return _cut(_png_bytes(), 0.75, dir / "cut-75.png")
+
+
+def make_truncated_png_short(dir: Path) -> Path:
+    return _cut(_png_bytes(), 0.25, dir / "cut-25.png")
+
+
 # ---------------------------------------------------------------- PDFs
 
 def _text_pdf(pages: int, label: str = "Page") -> pymupdf.Document:
@@ -274,10 +401,9 @@ def make_text_as_pdf(dir: Path) -> Path:
     return path
 
 
-def make_zero_page_pdf(dir: Path) -> Path:
-    """Written by hand: the xref holds each object's byte offset as 10 digits, entries exactly 20 bytes."""
-    path = dir / "zero-pages.pdf"
-    objects = [b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [] /Count 0 >>"]
+def _write_pdf(objects: list[bytes], path: Path) -> Path:
+    """Writes objects 1..N by hand (object 1 is the catalog); the xref holds each object's byte offset as 10
+    digits, entries exactly 20 bytes, so the file is valid however odd its objects are."""
     out = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
     offsets = []
     for number, body in enumerate(objects, start=1):
@@ -289,6 +415,82 @@ def make_zero_page_pdf(dir: Path) -> Path:
     out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref_at)
     path.write_bytes(bytes(out))
     return path
+
+
+def _stream(body: bytes, extra: bytes = b"") -> bytes:
+    return b"<< %s /Length %d >>\nstream\n%s\nendstream" % (extra, len(body), body)
+
+
+def make_zero_page_pdf(dir: Path) -> Path:
+    objects = [b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [] /Count 0 >>"]
+    return _write_pdf(objects, dir / "zero-pages.pdf")
+
+
+def _hand_written_pages(count: int, kids=None, damage=None) -> list[bytes]:
+    """Catalog, page tree, a font, then per page its object and content; `kids` rewrites the /Kids entries,
+    `damage` gets the object list to break one object in place."""
+    objects = [b"<< /Type /Catalog /Pages 2 0 R >>", b"", b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
+    refs = []
+    for number in range(1, count + 1):
+        page_object = len(objects) + 1
+        refs.append(b"%d 0 R" % page_object)
+        objects.append(b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Resources << /Font << /F1 3 0 R >> >> "
+                       b"/Contents %d 0 R >>" % (page_object + 1))
+        objects.append(_stream(b"BT /F1 20 Tf 72 760 Td (Page %d: the quick brown fox jumps over the lazy dog.) Tj ET"
+                               % number))
+    refs = kids(refs) if kids else refs
+    objects[1] = b"<< /Type /Pages /Kids [%s] /Count %d >>" % (b" ".join(refs), len(refs))
+    if damage:
+        damage(objects)
+    return objects
+
+
+def make_broken_page_pdf(dir: Path) -> Path:
+    def damage(objects: list[bytes]) -> None:
+        objects[5] = b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842 /Contents 7 0 R >>"  # page 2, object 6
+
+    return _write_pdf(_hand_written_pages(12, damage=damage), dir / "broken-page.pdf")
+
+
+def make_page_tree_cycle_pdf(dir: Path) -> Path:
+    return _write_pdf(_hand_written_pages(12, kids=lambda refs: [refs[0], b"2 0 R", *refs[2:]]),
+                      dir / "page-tree-cycle.pdf")
+
+
+def make_image_bomb_pdf(dir: Path, side: int = 40000) -> Path:
+    """A 1-bit white image. After a full flush deflate forgets its history, so every further band of rows
+    compresses to the same bytes: the stream is made from one band, without compressing 200 MB."""
+    band = (b"\xff" * ((side + 7) // 8)) * 1000
+    compressor = zlib.compressobj(9)
+    first = compressor.compress(band) + compressor.flush(zlib.Z_FULL_FLUSH)  # with the zlib header
+    repeat = compressor.compress(band) + compressor.flush(zlib.Z_FULL_FLUSH)
+    checksum = 1
+    for _ in range(side // 1000):
+        checksum = zlib.adler32(band, checksum)
+    data = first + repeat * (side // 1000 - 1) + b"\x03\x00" + checksum.to_bytes(4, "big")  # final empty block
+    image = _stream(data, b"/Type /XObject /Subtype /Image /Width %d /Height %d /BitsPerComponent 1 "
+                          b"/ColorSpace /DeviceGray /Filter /FlateDecode" % (side, side))
+    objects = [b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+               b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Resources << /XObject << /Im1 5 0 R >> >> "
+               b"/Contents 4 0 R >>", _stream(b"q 595 0 0 842 0 0 cm /Im1 Do Q"), image]
+    return _write_pdf(objects, dir / "image-bomb.pdf")
+
+
+def make_poster_pdf(dir: Path) -> Path:
+    doc = pymupdf.open()
+    page = doc.new_page(width=18000, height=36000)
+    page.insert_text((600, 2000), "A 250 x 500 inch poster", fontsize=1200)
+    return _save(doc, dir / "poster.pdf")
+
+
+def make_unicode_password_pdf(dir: Path) -> Path:
+    return _save(_text_pdf(2, "Unicode-protected page"), dir / "password-unicode.pdf",
+                 encryption=pymupdf.PDF_ENCRYPT_AES_256, owner_pw=OWNER_PASSWORD, user_pw=UNICODE_PASSWORD)
+
+
+def make_unprepared_password_pdf(dir: Path) -> Path:
+    return _save(_text_pdf(1, "Unprepared-password page"), dir / "password-unprepared.pdf",
+                 encryption=pymupdf.PDF_ENCRYPT_AES_256, owner_pw=OWNER_PASSWORD, user_pw=UNPREPARED_PASSWORD)
 
 
 def make_huge_page_pdf(dir: Path) -> Path:
@@ -334,9 +536,13 @@ MAKERS: tuple[Callable[[Path], Path], ...] = (
     make_cmyk_jpeg, make_progressive_jpeg, make_multiframe_tiff, make_webp, make_bmp, make_gif,
     make_palette_png_transparent, make_rgba_png, make_gray16_png, make_exif_rotated_jpeg, make_tiny_png,
     make_extreme_aspect, make_empty_png, make_decompression_bomb,
+    make_heic_photo, make_avif_photo, make_animated_gif, make_animated_webp, make_truncated_jpeg,
+    make_truncated_jpeg_short, make_truncated_png, make_truncated_png_short,
     make_owner_password_pdf, make_user_password_pdf, make_truncated_pdf, make_truncated_repairable_pdf,
     make_random_bytes_pdf, make_text_as_pdf, make_zero_page_pdf, make_huge_page_pdf,
     make_mixed_text_layer_pdf, make_rotated_page_pdf, make_non_document,
+    make_poster_pdf, make_image_bomb_pdf, make_unicode_password_pdf, make_unprepared_password_pdf,
+    make_broken_page_pdf, make_page_tree_cycle_pdf,
 )
 
 

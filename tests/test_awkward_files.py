@@ -173,3 +173,82 @@ def test_csv_is_neither_image_nor_pdf(files: dict[str, Path]) -> None:
     with pytest.raises(UnidentifiedImageError):
         Image.open(files["non_document"])
     assert not files["non_document"].read_bytes().startswith(b"%PDF-")
+
+
+# ---------------------------------------------------------------- phone photos, animations, files cut short
+
+
+def test_heic_is_upright_through_libheif_and_avif_keeps_its_exif_orientation(files: dict[str, Path]) -> None:
+    import pi_heif
+
+    assert pi_heif.is_supported(files["heic_photo"])
+    heif = pi_heif.open_heif(files["heic_photo"])
+    assert heif.size == (200, 300)  # libheif applied the irot transform
+    exif = Image.Exif()
+    exif.load(heif.info["exif"])
+    assert exif[0x0112] == 6  # the file's EXIF still says "rotate" ...
+    pi_heif.register_heif_opener()
+    with Image.open(files["heic_photo"]) as image:  # ... which the Pillow plugin resets, so nothing turns twice
+        assert image.size == (200, 300) and image.getexif()[0x0112] == 1
+    with Image.open(files["avif_photo"]) as image:
+        assert image.format == "AVIF" and image.size == (300, 200) and image.getexif()[0x0112] == 6
+
+
+def test_animations_have_three_frames(files: dict[str, Path]) -> None:
+    for name in ("animated_gif", "animated_webp"):
+        with Image.open(files[name]) as image:
+            assert image.n_frames == 3, name
+
+
+@pytest.mark.parametrize("name", ["truncated_jpeg", "truncated_jpeg_short", "truncated_png", "truncated_png_short"])
+def test_truncated_images_open_but_do_not_load(files: dict[str, Path], name: str) -> None:
+    with Image.open(files[name]) as image:
+        assert image.size == (600, 800)
+        with pytest.raises(OSError, match="truncated"):
+            image.load()
+
+
+def test_poster_page_is_past_the_pdf_maximum(files: dict[str, Path]) -> None:
+    page = pymupdf.open(files["poster_pdf"])[0]
+    assert (page.rect.width, page.rect.height) == (18000, 36000)
+    assert page.get_pixmap(matrix=pymupdf.Matrix(0.01, 0.01)).width == 180
+
+
+def test_image_bomb_declares_1600_megapixels_in_a_small_valid_stream(files: dict[str, Path]) -> None:
+    import zlib
+
+    path = files["image_bomb_pdf"]
+    assert path.stat().st_size < 300_000
+    doc = pymupdf.open(path)
+    (xref, _, width, height, bpc, *_rest), = doc[0].get_images(full=True)
+    assert (width, height, bpc) == (40000, 40000, 1)
+    head = zlib.decompressobj().decompress(doc.xref_stream_raw(xref), 10_000_000)
+    assert len(head) == 10_000_000 and set(head) == {0xFF}
+
+
+def test_mupdf_does_not_saslprep_aes_256_passwords(files: dict[str, Path]) -> None:
+    import unicodedata
+
+    doc = pymupdf.open(files["unicode_password_pdf"])
+    assert doc.xref_get_key(-1, "Encrypt/R") == ("int", "6")
+    assert doc.authenticate(unicodedata.normalize("NFD", awkward.UNICODE_PASSWORD)) == 0
+    assert doc.authenticate("p\u00e4ss\u00adw\u00f6rd") == 0  # a soft hyphen, mapped to nothing by SASLprep
+    assert doc.authenticate(awkward.UNICODE_PASSWORD) == 2
+    unprepared = pymupdf.open(files["unprepared_password_pdf"])
+    assert unprepared.authenticate("SaSLprep") == 0  # MuPDF encrypted with the raw bytes
+    assert unprepared.authenticate(awkward.UNPREPARED_PASSWORD) == 2
+
+
+def test_damaged_page_object_becomes_a_silent_blank_page(files: dict[str, Path]) -> None:
+    doc = pymupdf.open(files["broken_page_pdf"])
+    assert doc.page_count == 12 and not doc.is_repaired
+    assert "Page 1:" in doc[0].get_text() and "Page 3:" in doc[2].get_text()
+    assert doc[1].get_text() == "" and (doc[1].rect.width, doc[1].rect.height) == (612, 792)
+
+
+def test_page_tree_cycle_breaks_every_page_after_it(files: dict[str, Path]) -> None:
+    doc = pymupdf.open(files["page_tree_cycle_pdf"])
+    assert doc.page_count == 12 and "Page 1:" in doc[0].get_text()
+    for index in (1, 2, 11):
+        with pytest.raises(Exception, match="cycle in page tree"):
+            doc.load_page(index)

@@ -260,8 +260,8 @@ def test_quantize_pipeline_on_cpu_with_a_tiny_model(tmp_path, monkeypatch):
 
     small_config = tiny_models.tiny_config
 
-    def four_kv_heads(tokenizer):
-        config = small_config(tokenizer)
+    def four_kv_heads(tokenizer, **kwargs):
+        config = small_config(tokenizer, **kwargs)
         config.text_config.num_key_value_heads = 4
         return config
 

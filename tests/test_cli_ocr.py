@@ -140,9 +140,10 @@ def test_verbose_adds_the_traceback(cli):
 
 def test_a_looping_page_is_retried_once_and_flagged(cli, tiny_model):
     # Greedy decoding of the random tiny model repeats one token: the page loops, is cut, and retried once
-    # with light sampling, as olmOCR does; the record says so.
+    # with light sampling, as olmOCR does; the record says so. (A loop counts only once it is longer than a
+    # page could be, 2,048 tokens by default: --loop-tokens brings that within this short budget.)
     code, out, err = cli("ocr", SAMPLES / "chart.png", "--model", tiny_model, "--format", "jsonl",
-                         "--max-new-tokens", "120")
+                         "--max-new-tokens", "120", "--loop-tokens", "64")
     record = json.loads(out)
     assert code == 0, err
     assert "retried" in record["flags"]

@@ -137,9 +137,13 @@ def test_converted_tokenizer_template_and_processor(converted):
     tokenizer = AutoTokenizer.from_pretrained(converted)
     assert tokenizer.context_image_token == "<IMG_CONTEXT>"
     assert (tokenizer.start_image_token, tokenizer.end_image_token) == ("<img>", "</img>")
-    assert tokenizer.chat_template == CHAT_TEMPLATE
+    # The -hf template, opened by the official template's default system turn (tests/test_system_prompt.py
+    # compares whole prompts with the original's, token for token).
+    assert tokenizer.chat_template == convert.native_chat_template(SYSTEM_PROMPT)
+    loop_body = CHAT_TEMPLATE[len("{% for message in messages %}"):]
+    assert CHAT_TEMPLATE == convert.NATIVE_CHAT_TEMPLATE and tokenizer.chat_template.endswith(loop_body)
     rendered = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False)
-    assert SYSTEM_PROMPT not in rendered and "system" not in rendered
+    assert rendered == f"<|im_start|>system\n{SYSTEM_PROMPT}<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n"
     assert GenerationConfig.from_pretrained(converted).eos_token_id == tokenizer.convert_tokens_to_ids("<|im_end|>")
     processor = json.loads((converted / "preprocessor_config.json").read_text())
     assert processor["image_processor_type"] == "GotOcr2ImageProcessor"

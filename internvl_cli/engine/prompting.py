@@ -1,6 +1,7 @@
 """Step 3a, prompt construction: the checkpoint's chat template, each image expanded as InternVLProcessor does."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 
@@ -23,18 +24,51 @@ class ImageTokens:
         )
 
 
-def chat_messages(text: str, image_count: int) -> list[dict]:
-    """One user turn: the images first (InternVL's convention), then the instruction."""
+# InternVL's templates are all ChatML (Qwen, Llama and InternLM2 based models alike).
+SYSTEM_TURN_START = "<|im_start|>system\n"
+TURN_END = "<|im_end|>"
+
+
+def chat_messages(text: str, image_count: int, system: str | None = None) -> list[dict]:
+    """One user turn: the images first (InternVL's convention), then the instruction; a system turn before it
+    when `system` is a non-empty text."""
     content = [{"type": "image"} for _ in range(image_count)]
     content.append({"type": "text", "text": text})
-    return [{"role": "user", "content": content}]
+    messages = [{"role": "system", "content": system}] if system else []
+    return messages + [{"role": "user", "content": content}]
 
 
-def render_chat(tokenizer, text: str, image_count: int) -> str:
-    """The checkpoint's own chat template applied to one user turn, with the assistant turn opened."""
-    return tokenizer.apply_chat_template(
-        chat_messages(text, image_count), add_generation_prompt=True, tokenize=False
+def render_chat(tokenizer, text: str, image_count: int, system: str | None = None) -> str:
+    """The checkpoint's own chat template applied to one user turn, with the assistant turn opened.
+
+    `system`: None leaves the template's default system message (InternVL's official templates add one; the
+    -hf ones have none); "" removes any system turn; another text replaces it.
+    """
+    rendered = tokenizer.apply_chat_template(
+        chat_messages(text, image_count, system), add_generation_prompt=True, tokenize=False
     )
+    return without_system_turn(rendered) if system == "" else rendered
+
+
+def without_system_turn(prompt: str) -> str:
+    """`prompt` without the leading ChatML system turn a template added by itself (unchanged if none)."""
+    if prompt.startswith(SYSTEM_TURN_START):
+        end = prompt.find(TURN_END, len(SYSTEM_TURN_START))
+        if end >= 0:
+            rest = prompt[end + len(TURN_END):]
+            return rest[1:] if rest.startswith("\n") else rest
+    return prompt
+
+
+def default_system_message(tokenizer) -> str | None:
+    """The system message the checkpoint's template adds when none is given (None when it adds none)."""
+    rendered = tokenizer.apply_chat_template([{"role": "user", "content": "."}], add_generation_prompt=False,
+                                             tokenize=False)
+    if rendered.startswith(SYSTEM_TURN_START):
+        end = rendered.find(TURN_END, len(SYSTEM_TURN_START))
+        if end >= 0:
+            return rendered[len(SYSTEM_TURN_START):end]
+    return None
 
 
 def expand_image_tokens(prompt: str, tiles_per_image: list[int], image_seq_length: int,
@@ -60,7 +94,22 @@ def scrub_special_tokens(text: str, tokenizer) -> str:
     return text
 
 
-def build_prompt(tokenizer, text: str, tiles_per_image: list[int], image_seq_length: int) -> str:
-    """The full prompt string for one request, ready to tokenize."""
-    chat = render_chat(tokenizer, scrub_special_tokens(text, tokenizer), len(tiles_per_image))
+def chat_prompt(tokenizer, text: str, image_count: int, system: str | None = None) -> str:
+    """The chat-templated prompt with one `<IMG_CONTEXT>` placeholder per image, for engines that expand the
+    image tokens themselves (vLLM); `system` as in `render_chat`."""
+    if system:
+        system = scrub_special_tokens(system, tokenizer)
+    return render_chat(tokenizer, scrub_special_tokens(text, tokenizer), image_count, system)
+
+
+def build_prompt(tokenizer, text: str, tiles_per_image: list[int], image_seq_length: int,
+                 system: str | None = None) -> str:
+    """The full prompt string for one request, ready to tokenize (`system` as in `render_chat`)."""
+    chat = chat_prompt(tokenizer, text, len(tiles_per_image), system)
     return expand_image_tokens(chat, tiles_per_image, image_seq_length, ImageTokens.of(tokenizer))
+
+
+def collapse_image_tokens(prompt: str, tokens: ImageTokens = ImageTokens()) -> str:
+    """A prompt made readable: each run of image context tokens shown once, with its count: `<IMG_CONTEXT>*1792`."""
+    context = tokens.context
+    return re.sub(f"(?:{re.escape(context)})+", lambda run: f"{context}*{len(run.group()) // len(context)}", prompt)

@@ -1,42 +1,168 @@
-"""Step 3b, degenerate-loop detection: InternVL can repeat a phrase until max_new_tokens; spot it and stop it."""
+"""Step 3b, degenerate-loop detection: tells a model stuck repeating itself from a page that really repeats.
+
+Pure and streaming, shared by every engine: feed each generated token as it comes (a token id with its text, or
+single characters for engines that only see text), and ask whether the tail has become a loop and where to cut.
+
+Documents repeat themselves too: a table of identical rows, an empty form, a sheet of identical address labels,
+a wide table's separator row, dotted leaders. They repeat only as far as a page reaches, though, while a looping
+model repeats until its token budget. So a run is called a loop only once it is longer than a page could print.
+"""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable
 from dataclasses import dataclass
+
+import numpy as np
 
 
 @dataclass(frozen=True)
-class RepetitionRule:
-    """A tail counts as degenerate when one period repeats `min_repeats` times and covers `min_span` tokens.
+class LoopRule:
+    """When a tail that repeats one unit back to back stops being document structure.
 
-    The defaults leave real documents alone (a 20-column markdown rule `|---` is 20 repeats of ~2 tokens,
-    40 tokens) while a looping line is caught within a few hundred tokens.
+    The run (from the unit's first occurrence to the newest token) is a loop once it holds at least `min_repeats`
+    repeats and is longer than a page prints: `max_tokens` tokens or more, more than `max_chars` characters or
+    more than `max_lines` lines; or, for a short unit (at most `short_unit_chars` characters) repeating within
+    one line, more than `max_line_chars` characters. Units of up to `max_period` tokens are followed; a loop of
+    a longer unit runs to the token budget (and is flagged truncated).
+
+    The defaults sit well above the most repetitive pages we know of (a sheet of 30 identical four-line address
+    labels is 150 lines and ~1,700 characters, 1,450 tokens even for our tiny test tokenizer; 14 rows of a
+    12-column table of zeros ~840 characters; a 60-column table's separator row 241 characters within one
+    line) and cut a loop no later than
+    `bound(period)` tokens after it began: 2,048 for any unit of up to 256 tokens, far sooner for most (a word
+    or a table cell looping within a line: 500 characters; a short line: 300 lines).
     """
 
-    max_period: int = 64
-    min_repeats: int = 10
-    min_span: int = 96
+    min_repeats: int = 8
+    max_tokens: int = 2048
+    max_chars: int = 4000
+    max_lines: int = 300
+    max_line_chars: int = 500
+    short_unit_chars: int = 16
+    max_period: int = 256
+    enabled: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("min_repeats", "max_tokens", "max_chars", "max_lines", "max_line_chars", "short_unit_chars",
+                     "max_period"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"LoopRule.{name} must be at least 1")
+        if self.min_repeats < 2:
+            raise ValueError("LoopRule.min_repeats must be at least 2: one occurrence is not a repetition")
+
+    @classmethod
+    def off(cls) -> LoopRule:
+        """A rule that never fires: every answer runs to EOS or its budget."""
+        return cls(enabled=False)
+
+    def bound(self, period: int) -> int:
+        """The most tokens a loop of `period` tokens runs (from its first occurrence) before it is detected."""
+        return max(self.max_tokens, self.min_repeats * period)
 
 
-def repeated_period(tokens: Sequence[int], rule: RepetitionRule = RepetitionRule()) -> int | None:
-    """The period p if the tail of `tokens` is one p-gram repeated per `rule`, else None."""
-    n = len(tokens)
-    for period in range(1, rule.max_period + 1):
-        repeats = max(rule.min_repeats, -(-rule.min_span // period))
-        span = period * repeats
-        if span > n:
-            continue
-        tail = tokens[n - span:]
-        unit = tail[:period]
-        if all(tail[i] == unit[i % period] for i in range(period, span)):
-            return period
+@dataclass(frozen=True)
+class Loop:
+    """A detected loop: `period` tokens repeated from token `start` on; keep `tokens[:keep]` (one occurrence)."""
+
+    period: int
+    start: int
+    tokens: int  # length of the repeated run, in tokens
+    chars: int
+    lines: int
+
+    @property
+    def keep(self) -> int:
+        return self.start + self.period
+
+    @property
+    def repeats(self) -> float:
+        return self.tokens / self.period
+
+
+class LoopDetector:
+    """Follows one answer token by token; `feed` returns the Loop once the tail is one (and keeps returning it).
+
+    For every period p up to `rule.max_period` it keeps the length of the current run of tokens equal to the
+    token p places earlier, so each token costs O(max_period) vectorised work, whatever the answer's length.
+    """
+
+    def __init__(self, rule: LoopRule = LoopRule()):
+        self.rule = rule
+        self.loop: Loop | None = None
+        self.count = 0
+        self._periods = np.arange(1, rule.max_period + 1, dtype=np.int64)
+        self._runs = np.zeros(rule.max_period, dtype=np.int64)
+        self._ids = np.zeros(1024, dtype=np.int64)
+        self._chars = np.zeros(1025, dtype=np.int64)  # prefix sums: characters / newlines before token i
+        self._lines = np.zeros(1025, dtype=np.int64)
+        self._symbols: dict[Hashable, int] = {}
+
+    def feed(self, token: Hashable, text: str | None = None) -> Loop | None:
+        """Adds the next generated token (and its text, for character and line counts); returns the loop if any.
+
+        Without `text` a token counts as one character and never as a line break.
+        """
+        if self.loop is not None or not self.rule.enabled:
+            self.count += 1
+            return self.loop
+        index = self.count
+        self._grow(index + 1)
+        symbol = self._symbols.setdefault(token, len(self._symbols))
+        self._ids[index] = symbol
+        chars, breaks = (1, 0) if text is None else (len(text), text.count("\n"))
+        self._chars[index + 1] = self._chars[index] + chars
+        self._lines[index + 1] = self._lines[index] + breaks
+        self.count += 1
+        reach = min(index, self.rule.max_period)  # periods that have a token p places back
+        if reach == 0:
+            return None
+        runs = self._runs[:reach]
+        matches = self._ids[index - self._periods[:reach]] == symbol
+        runs[:] = np.where(matches, runs + 1, 0)
+        self.loop = self._judge(index, reach)
+        return self.loop
+
+    def extend(self, tokens, texts=None) -> Loop | None:
+        """Feeds several tokens (with their texts, when given); returns the loop if any."""
+        for position, token in enumerate(tokens):
+            self.feed(token, None if texts is None else texts[position])
+        return self.loop
+
+    def _judge(self, index: int, reach: int) -> Loop | None:
+        rule = self.rule
+        periods = self._periods[:reach]
+        spans = self._runs[:reach] + periods  # a run of r matches at period p is a p-periodic span of r + p tokens
+        candidates = np.nonzero(spans >= rule.min_repeats * periods)[0]
+        if candidates.size == 0:
+            return None
+        periods, spans = periods[candidates], spans[candidates]
+        starts = index + 1 - spans
+        chars = self._chars[index + 1] - self._chars[starts]
+        lines = self._lines[index + 1] - self._lines[starts]
+        unit_chars = self._chars[starts + periods] - self._chars[starts]
+        beyond_a_page = (spans >= rule.max_tokens) | (chars > rule.max_chars) | (lines > rule.max_lines)
+        beyond_a_line = (lines == 0) & (unit_chars <= rule.short_unit_chars) & (chars > rule.max_line_chars)
+        hits = np.nonzero(beyond_a_page | beyond_a_line)[0]
+        if hits.size == 0:
+            return None
+        first = hits[0]  # the shortest period: its unit is the loop's true unit, not a multiple of it
+        return Loop(period=int(periods[first]), start=int(starts[first]), tokens=int(spans[first]),
+                    chars=int(chars[first]), lines=int(lines[first]))
+
+    def _grow(self, size: int) -> None:
+        if size <= len(self._ids):
+            return
+        capacity = 2 * len(self._ids)
+        self._ids = np.resize(self._ids, capacity)
+        self._chars = np.resize(self._chars, capacity + 1)
+        self._lines = np.resize(self._lines, capacity + 1)
+
+
+def find_loop(tokens, texts=None, rule: LoopRule = LoopRule()) -> Loop | None:
+    """The first loop a detector finds while `tokens` stream in (None if they never become one)."""
+    detector = LoopDetector(rule)
+    for position, token in enumerate(tokens):
+        loop = detector.feed(token, None if texts is None else texts[position])
+        if loop is not None:
+            return loop
     return None
-
-
-def trim_repetition(tokens: Sequence[int], period: int) -> list[int]:
-    """Cuts a looping tail back to its first occurrence, keeping what came before the loop."""
-    tokens = list(tokens)
-    end = len(tokens)
-    while end - 2 * period >= 0 and tokens[end - period:end] == tokens[end - 2 * period:end - period]:
-        end -= period
-    return tokens[:end]

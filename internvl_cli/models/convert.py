@@ -20,7 +20,8 @@ from .config import read_checkpoint_config
 from ..errors import ModelLoadError, short_reason
 
 # Bump when the converter's output changes, so cached conversions made by older code are redone.
-CONVERTER_VERSION = 1
+# 2: the chat template keeps the source template's default system message.
+CONVERTER_VERSION = 2
 MARKER_FILE = "internvl_cli_conversion.json"
 
 NATIVE = "native"
@@ -59,6 +60,14 @@ NATIVE_CHAT_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{'<|im_start|>assistant\n' }}{% endif %}"
 )
+# Default system messages of the original conversation templates (conversation.py, by config.json "template"),
+# for sources whose tokenizer_config.json carries no chat template to read it from.
+CONVERSATION_SYSTEM_MESSAGES = {
+    "internvl2_5": "你是书生·万象，英文名是InternVL，是由上海人工智能实验室、清华大学及多家合作单位联合开发的多模态大语言模型。",
+    "Hermes-2": "你是由上海人工智能实验室联合商汤科技开发的书生多模态大模型，英文名叫InternVL, 是一个有用无害的人工智能助手。",
+    "internlm2-chat": "你是由上海人工智能实验室联合商汤科技开发的书生多模态大模型，英文名叫InternVL, 是一个有用无害的人工智能助手。",
+    "phi3-chat": "你是由上海人工智能实验室联合商汤科技开发的书生多模态大模型，英文名叫InternVL, 是一个有用无害的人工智能助手。",
+}
 IMAGE_TOKENS = {
     "start_image_token": "<img>",
     "end_image_token": "</img>",
@@ -92,6 +101,18 @@ _VISION_RENAMES = [
 ]
 _PROJECTOR_RENAMES = {"0": "layer_norm", "1": "linear_1", "3": "linear_2"}
 _AWQ_SUFFIXES = ("qweight", "qzeros", "scales")
+
+
+def native_chat_template(system_message: str | None = None) -> str:
+    """The -hf chat template; with `system_message`, it opens every chat with that system turn unless the chat
+    brings its own, as the original remote-code template does."""
+    if not system_message:
+        return NATIVE_CHAT_TEMPLATE
+    literal = json.dumps(system_message, ensure_ascii=False)  # a Jinja string literal (Python escapes)
+    default = ("{% if loop.first and messages[0]['role'] != 'system' %}"
+               "{{ '<|im_start|>system\n' + " + literal + " + '<|im_end|>\n' }}{% endif %}")
+    opening = "{% for message in messages %}"
+    return opening + default + NATIVE_CHAT_TEMPLATE[len(opening):]
 
 
 # ---------------------------------------------------------------------------------------------- public API
@@ -165,6 +186,7 @@ def _convert_into(src: Path, out: Path) -> None:
     source = read_checkpoint_config(src)
     _check_supported(source, src)
     tokenizer = _load_source_tokenizer(src)
+    system_message = source_system_message(src, source, tokenizer)
     config = build_native_config(source, _image_token_id(tokenizer, src), _eos_token_id(tokenizer),
                                  tokenizer.pad_token_id)
     if config.image_token_id >= config.text_config.vocab_size:
@@ -173,11 +195,12 @@ def _convert_into(src: Path, out: Path) -> None:
     written = _convert_weights(src, out, config)
     _check_weights(written, config, src)
     config.save_pretrained(out)
-    _save_tokenizer(tokenizer, out)
+    _save_tokenizer(tokenizer, out, system_message)
     (out / "preprocessor_config.json").write_text(json.dumps(build_preprocessor_config(source), indent=2))
     _save_generation_config(tokenizer, out)
     marker = {"converter_version": CONVERTER_VERSION, "source": str(src.resolve()), "source_layout": REMOTE_CODE,
-              "quantization": (config.to_dict().get("quantization_config") or {}).get("quant_method")}
+              "quantization": (config.to_dict().get("quantization_config") or {}).get("quant_method"),
+              "system_message": system_message}
     (out / MARKER_FILE).write_text(json.dumps(marker, indent=2))
 
 
@@ -274,7 +297,7 @@ def _strip_remote_tokenizer(staged: Path, src: Path) -> None:
     klass = config.get("tokenizer_class")
     if config.get("auto_map") or (klass and klass not in _BUILTIN_TOKENIZERS):
         raise ModelLoadError(f"the tokenizer ({klass}) exists only as remote code", path=src, hint=SUPPORTED_HINT)
-    # The official template carries the default system prompt; the native one is set when saving.
+    # The official template knows no images; the native one (with its system message) is set when saving.
     config.pop("chat_template", None)
     file.write_text(json.dumps(config, ensure_ascii=False))
 
@@ -605,9 +628,60 @@ def _is_awq_part(name: str, expected: dict) -> bool:
 # ---------------------------------------------------------------------------------------------- tokenizer & co
 
 
-def _save_tokenizer(tokenizer, out: Path) -> None:
-    """Saves with the native chat template and the named image tokens AutoTokenizer exposes."""
-    tokenizer.chat_template = NATIVE_CHAT_TEMPLATE
+def source_system_message(src: Path, source: dict, tokenizer) -> str | None:
+    """The default system message the source's own template opens a chat with (None when it has none).
+
+    Read by rendering the source's tokenizer_config.json chat template (a Jinja template, rendered by
+    transformers' sandbox like any chat template, no Python code involved) for one user turn; sources without
+    one fall back to the conversation template named in config.json.
+    """
+    template = _source_chat_template(src)
+    if template:
+        try:
+            rendered = tokenizer.apply_chat_template([{"role": "user", "content": "."}], chat_template=template,
+                                                     tokenize=False)
+        except Exception as exc:
+            raise ModelLoadError(f"cannot render the checkpoint's chat template ({short_reason(exc)})",
+                                 path=src) from None
+        if not rendered.startswith(_SYSTEM_TURN_START):
+            return None
+        end = rendered.find(_TURN_END, len(_SYSTEM_TURN_START))
+        return rendered[len(_SYSTEM_TURN_START):end] if end >= 0 else None
+    return CONVERSATION_SYSTEM_MESSAGES.get(str(source.get("template")))
+
+
+# ChatML, as every InternVL template is (engine/prompting.py reads system turns the same way).
+_SYSTEM_TURN_START = "<|im_start|>system\n"
+_TURN_END = "<|im_end|>"
+
+
+def _source_chat_template(src: Path) -> str | None:
+    config = _read_json_file(src / "tokenizer_config.json")
+    template = config.get("chat_template")
+    if isinstance(template, list):  # named templates: [{"name": "default", "template": ...}, ...]
+        named = {entry.get("name"): entry.get("template") for entry in template if isinstance(entry, dict)}
+        template = named.get("default")
+    if not template and (src / "chat_template.jinja").is_file():
+        template = (src / "chat_template.jinja").read_text(encoding="utf-8")
+    if not template:
+        template = _read_json_file(src / "chat_template.json").get("chat_template")
+    return template if isinstance(template, str) and template else None
+
+
+def _read_json_file(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _save_tokenizer(tokenizer, out: Path, system_message: str | None = None) -> None:
+    """Saves with the native chat template (keeping the source's default system message) and the named image
+    tokens AutoTokenizer exposes."""
+    tokenizer.chat_template = native_chat_template(system_message)
     tokenizer.save_pretrained(out)
     # from_pretrained's own arguments end up in the saved config; they describe our staging folder, not the model.
     config_file = out / "tokenizer_config.json"

@@ -16,6 +16,9 @@ class Preset:
     note: str = ""
     # The weights' terms as their model cards state them (2026-12): InternVL's own part, then the language model's.
     licence: str = "see the model card"
+    # Engines that run it: hf and vllm load the native layout (remote-code checkpoints are converted first);
+    # any preset runs behind a server that loads it (e.g. `vllm serve` of the converted directory).
+    engines: tuple[str, ...] = ("hf", "vllm", "server")
 
 
 # Memory figures are estimates from parameter counts (4-bit LM ~0.55 GB per billion parameters with
@@ -33,7 +36,9 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
     Preset("internvl3-38b-awq", "OpenGVLab/InternVL3-38B-AWQ", "remote-code", "awq", "38.4B", 28.0, 6,
            licence="MIT; LLM Qwen2.5-32B: Apache-2.0"),
     Preset("internvl2.5-8b-mpo-awq", "OpenGVLab/InternVL2_5-8B-MPO-AWQ", "remote-code", "awq", "8.1B", 8.0, 12,
-           licence="MIT; LLM InternLM2.5-7B: InternLM licence"),
+           licence="MIT; LLM InternLM2.5-7B: InternLM licence",
+           # its InternLM2 tokenizer exists only as remote code, which we never run: a server must load it
+           engines=("server",)),
     Preset("internvl3-1b", "OpenGVLab/InternVL3-1B-hf", "native", "bf16", "0.9B", 4.0, 12,
            licence="MIT; LLM Qwen2.5-0.5B: Apache-2.0"),
     Preset("internvl3-2b", "OpenGVLab/InternVL3-2B-hf", "native", "bf16", "2.1B", 6.5, 12,

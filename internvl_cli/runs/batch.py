@@ -62,9 +62,8 @@ def run_documents(task: Task, engine: Engine, settings: BatchSettings, fmt: str,
     if not found.docs and not found.errors:
         raise UsageError("no documents found in the given paths")
     failures = list(found.errors)
-    options = RunOptions(batch_size=settings.batch_size, max_batch_tiles=settings.batch_tiles,
-                         lookahead=2 * settings.batch_size)
-    with _output_directory(settings, task, suffix, hooks) as directory:
+    options = RunOptions(batch_size=settings.batch_size, max_batch_tiles=settings.batch_tiles)
+    with _output_directory(settings, task_fingerprint(task, engine), suffix, hooks) as directory:
         skipped = 0
         if directory is None:
             sink, docs = StdoutSink(), found.docs
@@ -113,8 +112,18 @@ class _ReportingSink:
         self.inner.fail(path, error)
 
 
+def task_fingerprint(task: Task, engine: Engine) -> dict:
+    """What the ledger hashes: the task's settings and, for engines other than transformers, the engine (a
+    rerun with another engine is a new task; ledgers written before engines existed stay valid for hf)."""
+    fingerprint = task.fingerprint()
+    name = getattr(engine, "name", "hf")
+    if name != "hf":
+        fingerprint = {**fingerprint, "engine": name}
+    return fingerprint
+
+
 @contextmanager
-def _output_directory(settings: BatchSettings, task: Task, suffix: str, hooks: Hooks):
+def _output_directory(settings: BatchSettings, fingerprint: dict, suffix: str, hooks: Hooks):
     """With an output directory: hold its run lock, recover a killed run's leftovers, and yield its sink."""
     if settings.output is None:
         yield None
@@ -128,12 +137,17 @@ def _output_directory(settings: BatchSettings, task: Task, suffix: str, hooks: H
         with Ledger.open(settings.output) as ledger:
             ledger.recover_interrupted()
             cleanup_stale_temps(settings.output)
-            yield DirectorySink(ledger, task.fingerprint(), suffix)
+            yield DirectorySink(ledger, fingerprint, suffix)
 
 
 @contextmanager
 def _signals(stop: threading.Event, runner: Runner):
-    """SIGTERM asks the run to stop after the current batch (exit 143); Ctrl-C does the same with 130."""
+    """SIGTERM and Ctrl-C ask the run to stop after what is in flight (exit 143 / 130); a second Ctrl-C
+    interrupts at once.
+
+    A handler that only sets a flag means a stop can never land between writing a document's output and
+    recording it in the ledger, so the two always agree when the run ends.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield  # signal handlers can only be installed from the main thread (e.g. when used as a library)
         return
@@ -142,8 +156,15 @@ def _signals(stop: threading.Event, runner: Runner):
         runner.stop_code = ExitCode.TERMINATED
         stop.set()
 
-    previous = signal.signal(signal.SIGTERM, on_term)
+    def on_interrupt(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        runner.stop_code = ExitCode.INTERRUPTED
+        stop.set()
+
+    previous = signal.signal(signal.SIGTERM, on_term), signal.signal(signal.SIGINT, on_interrupt)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGTERM, previous[0])
+        signal.signal(signal.SIGINT, previous[1])

@@ -1,28 +1,36 @@
-"""Step 5, orchestration: documents -> units (rendered ahead in a background thread) -> GPU batches -> sinks."""
+"""Step 5, orchestration: documents -> units (rendered ahead in a background thread) -> engine stream -> sinks."""
 from __future__ import annotations
 
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from ..engine.base import Engine
-from ..errors import ExitCode, InternVLError, OutOfMemoryError
+from ..engine.base import BatchLimits, Engine, GenerationRequest
+from ..errors import ExitCode, InternVLError
 from ..tasks.base import DocumentResult, Outcome, Task, Unit
 
 
 @dataclass
 class RunOptions:
-    """Batching limits: a batch holds at most `batch_size` requests and `max_batch_tiles` tiles."""
+    """Batching limits: a batch holds at most `batch_size` requests and `max_batch_tiles` tiles.
+
+    How many units are in hand at once is the engine's window (two batches for transformers, the continuous
+    batch for vLLM, the requests in flight for servers); rendering runs at most one window ahead of that, so
+    memory is bounded by two windows of prepared units (~5 MB each at 7 tiles: uint8 pixels).
+    """
 
     batch_size: int = 8
     max_batch_tiles: int = 64
-    # Units gathered before batching (sorting by tile count needs a few batches to choose from). Memory is
-    # bounded by lookahead + batch_size prepared units: ~17 MB each at 7 float32 tiles.
-    lookahead: int = 16
+    lookahead: int | None = None  # units rendered ahead; None: the engine's window
+
+    @property
+    def limits(self) -> BatchLimits:
+        return BatchLimits(batch_size=self.batch_size, max_tiles=self.max_batch_tiles)
 
 
 @dataclass
@@ -115,13 +123,15 @@ class Runner:
         self.report = RunReport()
         self._docs: list[_Doc] = []
         self._next_emit = 0
+        self._retries: deque[tuple[int, Unit]] = deque()  # units asked for a second try, fed before new ones
 
     def run(self, paths: Iterable[Path]) -> RunReport:
         started = time.perf_counter()
         stop_on = getattr(self.engine, "stop_on", None)
         if stop_on is not None:
             stop_on(self.stop)  # a stop request ends generation mid-batch, not after it
-        feed: queue.Queue = queue.Queue(maxsize=max(2, self.options.batch_size))
+        ahead = self.options.lookahead or self.engine.window(self.options.limits)
+        feed: queue.Queue = queue.Queue(maxsize=max(2, ahead))
         producer = threading.Thread(target=self._produce, args=(list(paths), feed), daemon=True,
                                     name="internvl-prepare")
         producer.start()
@@ -169,31 +179,30 @@ class Runner:
     # ------------------------------------------------------------ consumer (main thread)
 
     def _consume(self, feed: queue.Queue) -> None:
-        pending: list[tuple[int, Unit]] = []
-        finished = False
-        while not finished and not self.stop.is_set():
-            item = self._next_item(feed, wait=not pending)
-            if item is None and not pending:
-                continue
-            if item is None:  # nothing ready: the GPU works on what is prepared instead of waiting
-                self._run_batches(pending)
-                pending = []
-                continue
-            kind, index, payload = item
-            if kind is _END:
-                finished = True
-            elif kind == "unit":
-                if payload.error is not None:
-                    self._record(index, Outcome(payload, None, payload.error))
-                else:
-                    pending.append((index, payload))
-            else:
-                self._control(kind, index, payload)
-            if finished or len(pending) >= self.options.lookahead:
-                self._run_batches(pending)
-                pending = []
-        if pending and not self.stop.is_set():
-            self._run_batches(pending)
+        source = _FeedSource(self, feed)
+        stream = self.engine.stream(source, self.options.limits)
+        try:
+            for tag, outcome in stream:
+                index, unit = source.in_flight.pop(tag)
+                if self.stop.is_set():
+                    break  # SIGTERM / Ctrl-C, maybe mid-batch: answers may be cut; documents stay pending
+                self._handle(index, unit, outcome)
+        finally:
+            stream.close()
+
+    def _handle(self, index: int, unit: Unit, outcome) -> None:
+        """One finished request: recorded (or sent back once for a retry), progress, documents emitted."""
+        if isinstance(outcome, InternVLError):  # out of memory, a server that kept failing: this unit fails
+            self._record(index, Outcome(unit, None, outcome))
+            return
+        again = self._retry(unit, outcome)
+        if again is not None:
+            self._retries.append((index, again))
+            return
+        unit.request = None  # the tiles are no longer needed: keep memory bounded
+        self._record(index, Outcome(unit, outcome, None), emit=False)
+        self.progress.pages_done(len(unit.pages))
+        self._emit_ready()
 
     def _next_item(self, feed: queue.Queue, wait: bool):
         """The next prepared item; None when nothing is ready (or a stop was requested while waiting)."""
@@ -213,37 +222,6 @@ class Runner:
         elif kind == "error":
             self._docs[index].error = payload
         self._emit_ready()
-
-    def _run_batches(self, pending: list[tuple[int, Unit]]) -> None:
-        for batch in plan_batches(pending, self.options):
-            if self.stop.is_set():
-                return
-            self._run_batch(batch)
-
-    def _run_batch(self, batch: list[tuple[int, Unit]]) -> None:
-        requests = [unit.request for _, unit in batch]
-        try:
-            results = self.engine.generate(requests)
-        except OutOfMemoryError as exc:
-            for index, unit in batch:
-                self._record(index, Outcome(unit, None, exc), emit=False)
-            self._emit_ready()
-            return
-        if self.stop.is_set():
-            return  # stopped mid-batch: its answers may be cut short, so its documents stay pending
-        retries = []
-        for (index, unit), result in zip(batch, results):
-            again = self._retry(unit, result)
-            if again is not None:
-                retries.append((index, again))
-                continue
-            unit.request = None  # the tiles are no longer needed: keep memory bounded
-            self._record(index, Outcome(unit, result, None), emit=False)
-        done = [unit for _, unit in batch if unit.request is None]
-        self.progress.pages_done(sum(len(unit.pages) for unit in done))
-        self._emit_ready()
-        if retries and not self.stop.is_set():
-            self._run_batches(retries)
 
     def _retry(self, unit: Unit, result) -> Unit | None:
         """olmOCR's per-page retry: a task may ask once for a second try (e.g. after a loop); the first answer
@@ -296,21 +274,49 @@ class Runner:
         self.progress.document_finished(path, ok=False)
 
 
+class _FeedSource:
+    """The engine's view of the run: retries first, then units as the producer thread prepares them.
 
+    Control items (a document started, ended, failed to open) and units that failed to prepare are handled
+    on the way, so documents finish in order even while the engine is busy with later pages.
+    """
 
-def plan_batches(pending: list[tuple[int, Unit]], options: RunOptions) -> list[list[tuple[int, Unit]]]:
-    """Groups units of similar tile counts (less padding) into batches within the size and tile budgets."""
-    ordered = sorted(pending, key=lambda item: item[1].request.tiles)
-    batches: list[list[tuple[int, Unit]]] = []
-    current: list[tuple[int, Unit]] = []
-    tiles = 0
-    for item in ordered:
-        cost = item[1].request.tiles
-        if current and (len(current) >= options.batch_size or tiles + cost > options.max_batch_tiles):
-            batches.append(current)
-            current, tiles = [], 0
-        current.append(item)
-        tiles += cost
-    if current:
-        batches.append(current)
-    return batches
+    def __init__(self, runner: Runner, feed: queue.Queue):
+        self.runner = runner
+        self.feed = feed
+        self.in_flight: dict[int, tuple[int, Unit]] = {}
+        self._finished = False
+        self._tags = 0
+
+    @property
+    def done(self) -> bool:
+        return self.runner.stop.is_set() or (self._finished and not self.runner._retries)
+
+    def take(self, wait: bool) -> tuple[int, GenerationRequest] | None:
+        runner = self.runner
+        while not runner.stop.is_set():
+            if runner._retries:
+                return self._hand_out(*runner._retries.popleft())
+            if self._finished:
+                return None
+            item = runner._next_item(self.feed, wait=wait)
+            if item is None:
+                if wait and not runner.stop.is_set():
+                    continue
+                return None
+            kind, index, payload = item
+            if kind is _END:
+                self._finished = True
+            elif kind == "unit":
+                if payload.error is not None:
+                    runner._record(index, Outcome(payload, None, payload.error))
+                else:
+                    return self._hand_out(index, payload)
+            else:
+                runner._control(kind, index, payload)
+        return None
+
+    def _hand_out(self, index: int, unit: Unit) -> tuple[int, GenerationRequest]:
+        self._tags += 1
+        self.in_flight[self._tags] = (index, unit)
+        return self._tags, unit.request

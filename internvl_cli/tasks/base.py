@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,6 +76,28 @@ def json_line(obj: object) -> str:
     for char, escape in _LINE_BREAKERS.items():
         text = text.replace(char, escape)
     return text + "\n"
+
+
+# C0 controls but tab and newline, DEL, and C1 controls (a terminal reads U+009B as ESC [): never document text.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_ESCAPE_SEQUENCE = re.compile("\x1b\\[[0-?]*[ -/]*[@-~]")  # ANSI CSI (colours, cursor moves): gone whole
+
+
+def clean_text(text: str) -> str:
+    """An answer made safe for terminals and files: line ends as \\n, no control characters but tab and newline."""
+    text = _ESCAPE_SEQUENCE.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
+    return _CONTROL.sub("", text)
+
+
+def clean_value(value: object) -> object:
+    """`clean_text` applied to every string (keys too) of a JSON value."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, list):
+        return [clean_value(item) for item in value]
+    if isinstance(value, dict):
+        return {clean_text(key): clean_value(item) for key, item in value.items()}
+    return value
 
 
 def digest(obj: object) -> str:

@@ -6,7 +6,7 @@ import io
 
 from ..engine.base import Constraint
 from ..documents.pages import Page
-from ..resources import read_prompt
+from .prompts import PromptSet, prompt_set
 from .tables import normalise_numbers, parse_table, table_grammar
 from .base import DocumentResult, json_line
 from .pagewise import PageTask
@@ -17,19 +17,19 @@ FORMATS = ("csv", "markdown", "json")
 class ChartTask(PageTask):
     name = "chart"
 
-    def __init__(self, options, model_id: str):
+    def __init__(self, options, model_id: str, prompts: PromptSet | None = None):
         super().__init__(options, model_id)
-        self.prompt = read_prompt("chart")
+        self.prompts = prompts or prompt_set("chart")
         self._constraint = Constraint("grammar", table_grammar())
 
     def settings(self) -> dict:
-        return {"prompt": self.prompt}
+        return {"prompt": self.prompts.plain.text}
 
     def constraint(self) -> Constraint:
         return self._constraint
 
     def prompt_for(self, page: Page) -> tuple[str, str]:
-        return self.prompt, "vision"
+        return self.prompts.plain.fill(), "vision"
 
     def page_record(self, base: dict, text: str) -> dict:
         rows = parse_table(text)

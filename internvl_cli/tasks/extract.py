@@ -3,16 +3,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from ..documents.pages import open_pages
-from ..documents.tiling import TilingConfig, tile_page
+from ..documents.tiling import TilingConfig, prepare_page
 from ..engine.base import GenerationRequest, Sampling
 from ..errors import InvalidOutputError, UsageError
-from ..resources import read_prompt
-from .base import DocumentResult, Outcome, Unit, digest, json_line
+from .base import DocumentResult, Outcome, Unit, clean_value, digest, json_line
+from .prompts import PromptSet, prompt_set
 from .schemas import Answer, LoadedSchema, choose_answer, parse_answer
 
 MAX_ANCHOR_CHARS = 6000
@@ -37,28 +37,32 @@ class ExtractOptions:
     password: str | None = None
     pages: str | None = None
     use_text_layer: bool = True
+    frames: str | None = None  # multi-frame images: None (TIFF all, others first), "all" or "first"
+    system: str | None = None  # None: the checkpoint's own system message; "": none; else this text
 
 
 class ExtractTask:
     name = "extract"
     max_retries = MAX_RETRIES
 
-    def __init__(self, options: ExtractOptions, schema: LoadedSchema, model_id: str):
+    def __init__(self, options: ExtractOptions, schema: LoadedSchema, model_id: str,
+                 prompts: PromptSet | None = None):
         self.options = options
         self.schema = schema
         self.model_id = model_id
-        self.prompt = read_prompt("extract")
-        self.anchored_prompt = read_prompt("extract-anchored")
+        self.prompts = prompts or prompt_set("extract")
         self.constraint = schema.constraint  # built once: the engine compiles it once per run
         self.fields, self.fields_listed, self.fields_total = describe_fields(schema)
 
     def fingerprint(self) -> dict:
         o = self.options
         return {
-            "task": self.name, "model": self.model_id, "schema": self.schema.schema, "prompt": self.prompt,
-            "anchored_prompt": self.anchored_prompt, "tiling": o.tiling.__dict__, "sampling": o.sampling.__dict__,
+            "task": self.name, "model": self.model_id, "schema": self.schema.schema, **self.prompts.fingerprint(),
+            "tiling": o.tiling.__dict__, "sampling": asdict(o.sampling),
             "window_pages": o.window_pages, "window_tiles": o.window_tiles, "votes": o.votes, "pages": o.pages,
-            "text_layer": o.use_text_layer, "grammar": digest(self.constraint.spec), "retries": self.max_retries,
+            "text_layer": o.use_text_layer, **({"frames": o.frames} if o.frames else {}),
+            **({"system": o.system} if o.system is not None else {}),
+            "grammar": digest(self.constraint.spec), "retries": self.max_retries,
         }
 
     # ---------------------------------------------------------------- before the model loads
@@ -74,7 +78,8 @@ class ExtractTask:
                          f"{self.fields_total} fields (descriptions shortened to fit; the schema still applies)")
         if context_length:
             images = self.max_image_tokens()
-            text = math.ceil((len(self.prompt) + len(self.fields) + MAX_ANCHOR_CHARS + 200) / CHARS_PER_TOKEN)
+            template = max(len(self.prompts.plain.text), len(self.prompts.anchored.text) if self.prompts.anchored else 0)
+            text = math.ceil((template + len(self.fields) + MAX_ANCHOR_CHARS + 200) / CHARS_PER_TOKEN)
             shortest = math.ceil((self.schema.shortest or 1) / CHARS_PER_TOKEN)
             if images + text + shortest > context_length:
                 raise UsageError(
@@ -103,7 +108,8 @@ class ExtractTask:
     def units(self, path: Path) -> Iterator[Unit]:
         window: list = []
         key = 0
-        for page in open_pages(path, password=self.options.password, pages=self.options.pages):
+        for page in open_pages(path, password=self.options.password, pages=self.options.pages,
+                               frames=self.options.frames):
             if page.error is not None:
                 raise page.error  # a document is one unit: an unreadable page fails it
             window.append(page)
@@ -119,17 +125,18 @@ class ExtractTask:
         per_page = max(1, min(self.options.tiling.max_tiles, self.options.window_tiles // len(pages)))
         tiling = replace(self.options.tiling, min_tiles=min(self.options.tiling.min_tiles, per_page),
                          max_tiles=per_page)
-        tiled = [tile_page(page, tiling) for page in pages]
+        images = [prepare_page(page, tiling) for page in pages]
         numbers = [page.number for page in pages]
         text = self._prompt(pages, numbers)
         for vote in range(self.options.votes):
             sampling = self.options.sampling
             if self.options.votes > 1:
                 sampling = replace(sampling, do_sample=True, seed=(sampling.seed or 0) + vote)
-            request = GenerationRequest(images=[tiles for _, tiles in tiled], text=text, sampling=sampling,
-                                        constraint=self.constraint)
-            yield Unit(key=key + vote, request=request, pages=numbers, plans=[plan for plan, _ in tiled],
-                       info={"window": numbers[0], "source": self._source(pages)})
+            request = GenerationRequest(images=images, text=text, sampling=sampling,
+                                        constraint=self.constraint, system=self.options.system)
+            yield Unit(key=key + vote, request=request, pages=numbers, plans=[image.plan for image in images],
+                       info={"window": numbers[0], "source": self._source(pages),
+                             "page_flags": [flag for page in pages for flag in page.flags]})
 
     def _source(self, pages: list) -> str:
         anchored = self.options.use_text_layer and any(p.text_layer for p in pages)
@@ -139,20 +146,19 @@ class ExtractTask:
         """The whole prompt text of a window (the one place it is assembled)."""
         note = (f"pages {numbers[0]}-{numbers[-1]} of {pages[0].count}, one image per page"
                 if len(numbers) > 1 else f"page {numbers[0]} of {pages[0].count}")
-        template = self.prompt
+        template = self.prompts.plain
         anchor = ""
-        if self.options.use_text_layer and any(p.text_layer for p in pages):
-            template = self.anchored_prompt
+        if self.options.use_text_layer and any(p.text_layer for p in pages) and self.prompts.anchored is not None:
+            template = self.prompts.anchored
             anchor = "\n\n".join(f"[page {p.number}]\n{p.text_layer}" for p in pages if p.text_layer)
-        return (template.replace("{fields}", self.fields)
-                .replace("{page_note}", note).replace("{text_layer}", anchor[:MAX_ANCHOR_CHARS]))
+        return template.fill(fields=self.fields, page_note=note, text_layer=anchor[:MAX_ANCHOR_CHARS])
 
     def retry_request(self, unit: Unit, result) -> GenerationRequest | None:
         """An answer the full schema rejects is tried again, sampled (the grammar may enforce only part of it).
 
         Not when it was cut by the token budget: a retry would be cut as well.
         """
-        answer = parse_answer(result.text, self.schema)
+        answer = parse_answer(result.text, self.schema, clean=clean_value)
         if answer.valid or (result.finish_reason == "length" and not answer.parsed):
             return None
         base = unit.request.sampling
@@ -175,10 +181,13 @@ class ExtractTask:
                 continue
             tries = list(outcome.unit.info.get("earlier_results", [])) + [outcome.result]
             retried = retried or len(tries) > 1
+            page_flags = list(outcome.unit.info.get("page_flags", ()))
             for result in tries:
                 seconds += result.seconds
-                flags = list(result.flags) + (["truncated"] if result.finish_reason == "length" else [])
-                windows[window].append((parse_answer(result.text, self.schema), flags))
+                flags = page_flags + list(result.flags) + (["truncated"] if result.finish_reason == "length" else [])
+                # JSON escapes let control characters through: none reach the output, and what is
+                # validated is exactly what is printed
+                windows[window].append((parse_answer(result.text, self.schema, clean=clean_value), flags))
         data, errors, flags = self._combine(windows, spans, problems)
         if retried:
             flags.append("retried")

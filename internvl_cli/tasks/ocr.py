@@ -4,9 +4,9 @@ from __future__ import annotations
 import re
 
 from ..documents.pages import Page
-from ..resources import read_prompt
 from .base import DocumentResult, json_line
 from .pagewise import PageOptions, PageTask
+from .prompts import PromptSet, prompt_set
 
 # A text layer longer than this is cut: it only anchors characters and must not crowd out the image tokens.
 MAX_ANCHOR_CHARS = 4000
@@ -16,20 +16,20 @@ FORMATS = ("markdown", "text", "jsonl")
 class OcrTask(PageTask):
     name = "ocr"
 
-    def __init__(self, options: PageOptions, model_id: str, use_text_layer: bool = True):
+    def __init__(self, options: PageOptions, model_id: str, use_text_layer: bool = True,
+                 prompts: PromptSet | None = None):
         super().__init__(options, model_id)
         self.use_text_layer = use_text_layer
-        self.prompt = read_prompt("ocr")
-        self.anchored_prompt = read_prompt("ocr-anchored")
+        self.prompts = prompts or prompt_set("ocr")
 
     def settings(self) -> dict:
-        return {"prompt": self.prompt, "anchored_prompt": self.anchored_prompt, "text_layer": self.use_text_layer}
+        return {**self.prompts.fingerprint(), "text_layer": self.use_text_layer}
 
     def prompt_for(self, page: Page) -> tuple[str, str]:
-        if self.use_text_layer and page.text_layer:
+        if self.use_text_layer and page.text_layer and self.prompts.anchored is not None:
             anchor = page.text_layer[:MAX_ANCHOR_CHARS]
-            return self.anchored_prompt.replace("{text_layer}", anchor), "vision+text-layer"
-        return self.prompt, "vision"
+            return self.prompts.anchored.fill(text_layer=anchor), "vision+text-layer"
+        return self.prompts.plain.fill(), "vision"
 
     def page_record(self, base: dict, text: str) -> dict:
         base["text"] = strip_fences(text)

@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from ..engine.base import Constraint, GenerationRequest, Sampling
 from ..errors import InternVLError
 from ..documents.pages import Page, open_pages
-from ..documents.tiling import TilingConfig, tile_page
-from .base import DocumentResult, Outcome, Unit, failure_exceeds
+from ..documents.tiling import TilingConfig, prepare_page
+from .base import DocumentResult, Outcome, Unit, clean_text, failure_exceeds
 
 
 @dataclass
@@ -21,6 +21,8 @@ class PageOptions:
     password: str | None = None
     pages: str | None = None
     max_page_error_rate: float = 0.1
+    frames: str | None = None  # multi-frame images: None (TIFF all, others first), "all" or "first"
+    system: str | None = None  # None: the checkpoint's own system message; "": none; else this text
 
 
 class PageTask:
@@ -58,28 +60,34 @@ class PageTask:
     def fingerprint(self) -> dict:
         o = self.options
         return {
-            "task": self.name, "model": self.model_id, "tiling": o.tiling.__dict__, "sampling": o.sampling.__dict__,
+            "task": self.name, "model": self.model_id, "tiling": o.tiling.__dict__, "sampling": asdict(o.sampling),
             "pages": o.pages, "constraint": self.constraint().__dict__ if self.constraint() else None,
+            **({"frames": o.frames} if o.frames else {}),  # absent by default: earlier ledgers stay valid
+            **({"system": o.system} if o.system is not None else {}),  # absent by default too
             **self.settings(),
         }
 
     def units(self, path: Path) -> Iterator[Unit]:
-        pages = open_pages(path, password=self.options.password, pages=self.options.pages)
+        pages = open_pages(path, password=self.options.password, pages=self.options.pages,
+                           frames=self.options.frames)
         for key, page in enumerate(pages):
             yield self._unit(key, page)
 
     def _unit(self, key: int, page: Page) -> Unit:
         if page.error is not None:
-            return Unit(key=key, request=None, pages=[page.number], info={"pages": page.count}, error=page.error)
+            return Unit(key=key, request=None, pages=[page.number], info={"pages": page.count, "flags": page.flags},
+                        error=page.error)
         try:
-            plan, tiles = tile_page(page, self.options.tiling)
+            image = prepare_page(page, self.options.tiling)
         except InternVLError as exc:
-            return Unit(key=key, request=None, pages=[page.number], info={"pages": page.count}, error=exc)
+            return Unit(key=key, request=None, pages=[page.number], info={"pages": page.count, "flags": page.flags},
+                        error=exc)
         text, source = self.prompt_for(page)
-        request = GenerationRequest(images=[tiles], text=text, sampling=self.options.sampling,
-                                    constraint=self.constraint())
+        plan = image.plan
+        request = GenerationRequest(images=[image], text=text, sampling=self.options.sampling,
+                                    constraint=self.constraint(), system=self.options.system)
         info = {"pages": page.count, "source": source, "size": [page.width, page.height],
-                "repaired": page.repaired}
+                "repaired": page.repaired, "flags": page.flags}
         return Unit(key=key, request=request, pages=[page.number], plans=[plan], info=info)
 
     def finish(self, path: Path, outcomes: list[Outcome], page_count: int) -> DocumentResult:
@@ -101,6 +109,7 @@ class PageTask:
             "tiles": plan.tiles if plan else 0, "grid": list(plan.grid_size) if plan else None,
             "image_tokens": plan.image_tokens if plan else 0, "seconds": 0.0, "flags": [],
         }
+        record["flags"].extend(unit.info.get("flags", ()))  # the page's own: truncated-image, broken-page, ...
         if outcome.error is not None or outcome.result is None:
             record.update(text="", error=(outcome.error.message if outcome.error else "no result"))
             record["flags"].append("failed")
@@ -109,8 +118,7 @@ class PageTask:
         first = unit.info.get("first_result")
         if first is not None:
             record["flags"].append("retried")
-            if result.finish_reason == "repetition" and first.new_tokens > result.new_tokens:
-                result = first  # both looped: keep the longer transcription before its loop
+            result = better_attempt(first, result)
         if unit.info.get("repaired"):
             record["flags"].append("repaired-pdf")
         record["seconds"] = round(result.seconds + (first.seconds if first is not None else 0.0), 3)
@@ -119,4 +127,14 @@ class PageTask:
             record["flags"].append("repetition")
         elif result.finish_reason == "length":
             record["flags"].append("truncated")
-        return self.page_record(record, result.text.strip())
+        return self.page_record(record, clean_text(result.text).strip())
+
+
+def better_attempt(first, retry):
+    """The answer kept after a retry: the one that did not loop; when both looped, the longer (the first on a
+    tie, being the greedy one)."""
+    if retry.finish_reason != "repetition":
+        return retry
+    if first.finish_reason != "repetition":
+        return first
+    return retry if len(retry.text.strip()) > len(first.text.strip()) else first

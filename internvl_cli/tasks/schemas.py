@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import jsonschema
 
@@ -476,14 +476,17 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return dict(pairs)
 
 
-def parse_answer(text: str, schema: LoadedSchema) -> Answer:
-    """A decoded output, parsed strictly and validated against the full schema.
+def parse_answer(text: str, schema: LoadedSchema, clean: Callable[[Any], Any] | None = None) -> Answer:
+    """A decoded output, parsed strictly (`clean` applied, e.g. control characters dropped) and validated
+    against the full schema: what is validated is exactly what will be printed.
 
     A decode cut off by max_new_tokens is not JSON, so it lands here as an error, never as valid data.
     """
     try:
         data = json.loads(text, parse_float=_finite_float, parse_constant=_no_constant,
                           object_pairs_hook=_unique_keys)
+        if clean is not None:
+            data = clean(data)
         json.dumps(data, ensure_ascii=False).encode("utf-8")  # lone surrogates cannot be printed
     except json.JSONDecodeError as exc:
         # an error at the very end, or a string never closed, is what a max_new_tokens cut looks like

@@ -1,0 +1,40 @@
+"""Step 5 made visible: what a run would send the model for each unit of a document, counted, with no weights loaded."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..engine.base import Engine
+from ..engine.prompting import ImageTokens, collapse_image_tokens
+from ..errors import UsageError
+from ..tasks.base import Task
+
+
+def preview_prompts(task: Task, engine: Engine, path: Path) -> list[dict]:
+    """One row per unit (a page, or an extract window): the exact prompt (image tokens collapsed to a count), its
+    token count split into image and text tokens, and the answer budget the model's context leaves."""
+    render = getattr(engine, "render_prompt", None)
+    if render is None:
+        raise UsageError(f"the {engine.describe().get('backend', 'selected')} engine cannot show its prompts")
+    context = getattr(engine, "context_length", None)
+    rows = []
+    for unit in task.units(path):
+        if unit.error is not None:
+            raise unit.error
+        request = unit.request
+        prompt, tokens = render(request)
+        image_tokens = sum(plan.image_tokens for plan in unit.plans)
+        budget = request.sampling.max_new_tokens if context is None else min(request.sampling.max_new_tokens,
+                                                                             context - tokens)
+        rows.append({
+            "file": str(path), "pages": unit.pages, "task": task.name, "source": unit.info.get("source"),
+            "tiles": request.tiles, "prompt_tokens": tokens, "image_tokens": image_tokens,
+            "text_tokens": tokens - image_tokens, "max_new_tokens": max(budget, 0), "context": context,
+            "system": request.system, "prompt": collapse_image_tokens(prompt, _image_tokens(engine)),
+        })
+        unit.request = None  # the tiles are not needed any more
+    return rows
+
+
+def _image_tokens(engine: Engine) -> ImageTokens:
+    tokenizer = getattr(engine, "tokenizer", None)
+    return ImageTokens.of(tokenizer) if tokenizer is not None else ImageTokens()
