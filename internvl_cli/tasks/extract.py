@@ -287,15 +287,33 @@ def answer_budget(schema: LoadedSchema, requested: int, explicit: bool) -> tuple
 def describe_fields(schema: LoadedSchema, limit: int = MAX_FIELDS_CHARS) -> tuple[str, int, int]:
     """The schema's fields for the prompt, one line each (dotted path, type, description), bounded.
 
-    References are followed; descriptions are cut at MAX_DESCRIPTION_CHARS and the list at `limit`
-    characters, ending with a line that says how many fields were left out. Returns (text, listed, total).
+    References are followed. When the list would pass `limit` characters, descriptions are shortened
+    (200, then 60 characters, then none) before fields are left out; a last line then says how many.
+    Returns (text, listed, total).
     """
-    lines: list[str] = []
+    fields = _field_list(schema)
+    for width in (MAX_DESCRIPTION_CHARS, 60, 0):
+        lines = [f"- {path} ({kind}){_shorten(text, width)}" for path, kind, text in fields]
+        if sum(len(line) + 1 for line in lines) <= limit:
+            return "\n".join(lines), len(lines), len(lines)
+    kept, used = [], 0
+    for line in lines:
+        if used + len(line) + 1 > limit - 80:
+            break
+        kept.append(line)
+        used += len(line) + 1
+    kept.append(f"- ... and {len(lines) - len(kept)} more fields (not listed here; the schema still applies)")
+    return "\n".join(kept), len(kept) - 1, len(lines)
+
+
+def _field_list(schema: LoadedSchema) -> list[tuple[str, str, str]]:
+    """(dotted path, type, description) of every field, references followed, cycles and depth bounded."""
+    fields: list[tuple[str, str, str]] = []
     seen: set[int] = set()
 
     def walk(node: Any, resolver: Any, prefix: str, depth: int) -> None:
         node, resolver = schema.follow(node, resolver)
-        if not isinstance(node, dict) or depth > MAX_FIELD_DEPTH or id(node) in seen:
+        if not isinstance(node, dict) or depth > MAX_FIELD_DEPTH or id(node) in seen or len(fields) > 100_000:
             return
         seen.add(id(node))
         for branch in node.get("allOf") or []:
@@ -303,7 +321,7 @@ def describe_fields(schema: LoadedSchema, limit: int = MAX_FIELDS_CHARS) -> tupl
         for name, sub in (node.get("properties") or {}).items():
             sub, sub_resolver = schema.follow(sub, resolver)
             path = f"{prefix}{name}"
-            lines.append(f"- {path} ({_kind(sub)}){_description(sub)}")
+            fields.append((path, _kind(sub), _text(sub)))
             if isinstance(sub, dict):
                 walk(sub, sub_resolver, path + ".", depth + 1)
                 items, item_resolver = schema.follow(sub.get("items"), sub_resolver)
@@ -312,15 +330,7 @@ def describe_fields(schema: LoadedSchema, limit: int = MAX_FIELDS_CHARS) -> tupl
         seen.discard(id(node))
 
     walk(schema.schema, None, "", 0)
-    kept, used = [], 0
-    for line in lines:
-        if used + len(line) + 1 > limit:
-            break
-        kept.append(line)
-        used += len(line) + 1
-    if len(kept) < len(lines):
-        kept.append(f"- ... and {len(lines) - len(kept)} more fields (not listed here; the schema still applies)")
-    return "\n".join(kept), min(len(kept), len(lines)), len(lines)
+    return fields
 
 
 def _kind(node: Any) -> str:
@@ -335,15 +345,18 @@ def _kind(node: Any) -> str:
     return kind
 
 
-def _description(node: Any) -> str:
+def _text(node: Any) -> str:
     if not isinstance(node, dict):
         return ""
     text = node.get("description") or node.get("title") or ""
-    if not isinstance(text, str) or not text.strip():
+    return " ".join(text.split()) if isinstance(text, str) else ""
+
+
+def _shorten(text: str, width: int) -> str:
+    if not text or width <= 0:
         return ""
-    text = " ".join(text.split())
-    if len(text) > MAX_DESCRIPTION_CHARS:
-        text = text[: MAX_DESCRIPTION_CHARS - 1].rstrip() + "…"
+    if len(text) > width:
+        text = text[: width - 1].rstrip() + "…"
     return f": {text}"
 
 
