@@ -411,12 +411,16 @@ def chart(
 
 @app.command()
 def extract(
+    ctx: typer.Context,
     paths: list[str] = PathsArg,
-    schema: str = typer.Option(..., "--schema", "-s", help="A JSON Schema file, or the name of a shipped one "
-                               "(see `internvl schemas`: invoice, receipt, key_value)."),
+    schema: str = typer.Option(..., "--schema", "-s", help="A JSON Schema: a file, the name of a shipped one "
+                               "(`internvl schemas`: invoice, receipt, key_value), inline JSON ('{\"type\": ...}'), "
+                               "or a concise field list: 'vendor, total float: grand total, date date, due date?, "
+                               "items str[]' (types str, int, float, bool, date, datetime, time, email, uri; [] for "
+                               "a list; ? for optional). Drafts 2020-12 (default), 2019-09, 07 and 06."),
     data_only: bool = typer.Option(False, "--data-only", help="Print only the extracted data of valid records."),
-    votes: int = typer.Option(1, "--votes", help="Sample N answers per document and take a field-wise "
-                              "majority vote (slower; greedy when 1)."),
+    votes: int = typer.Option(1, "--votes", help="Sample N answers per document; the record is their field-wise "
+                              "majority if that validates, else the most common valid answer (greedy when 1)."),
     window_pages: int = typer.Option(6, "--window-pages", help="Pages shown to the model at once; longer "
                                      "documents are read in windows whose results are merged."),
     window_tiles: int = typer.Option(24, "--window-tiles", help="Tiles shared by the pages of one window "
@@ -440,20 +444,26 @@ def extract(
 ) -> None:
     """Extract one schema-valid JSON record per document.
 
-    Output: one JSON line per document, {"file", "pages", "data", "valid", "errors", "flags", "model",
-    "seconds", "source"} (README says what each field means). Decoding is constrained by the schema;
-    a record that still fails validation (for example cut off by --max-new-tokens) has "valid": false
-    and its errors, and exits with code 11.
+    Output: one JSON line per document, {"file", "pages", "data", "valid", "errors", "flags",
+    "unenforced", "model", "seconds", "source"} (README says what each field means). Decoding is held by
+    a grammar built from the schema; what a grammar cannot hold (uniqueItems, contains, not,
+    if/then/else, dependent*, propertyNames, unevaluated* beside applicators, oneOf exclusivity, some
+    regex features) is listed in "unenforced", and every answer is validated against the full schema,
+    formats included. An answer that fails is retried (sampled) up to twice; a record that still fails
+    has "valid": false and its errors, and exits with code 11. Without --max-new-tokens the budget grows
+    to fit the schema.
 
     \b
     Examples:
       internvl extract invoices/ --schema invoice > invoices.jsonl
       internvl extract scan.pdf --schema my-schema.json --data-only | jq .total
+      internvl extract receipt.jpg --schema 'shop, total float, date date'
+      internvl schemas show invoice      # print a shipped schema to start your own
     """
     from .engine.base import Sampling
     from .tasks.prompts import prompt_set, resolve_system
     from .tasks.schemas import load_schema
-    from .tasks.extract import ExtractOptions, ExtractTask
+    from .tasks.extract import ExtractOptions, ExtractTask, answer_budget
 
     with _exit_on_error():
         batch = BatchSettings(paths, output, include, exclude, force, retry_failed, wait, batch_size, batch_tiles)
@@ -464,16 +474,22 @@ def extract(
         prompts = prompt_set("extract", prompt, anchored_prompt)
         loop = _loop_rule(loop_stop, loop_repeats, loop_tokens, loop_chars, loop_lines, loop_line_chars)
         system_text = resolve_system(system, no_system)
+        # a budget the user chose (flag, environment or config file) is kept; the default grows to fit the schema
+        explicit = ctx.get_parameter_source("max_new_tokens").name in ("COMMANDLINE", "ENVIRONMENT", "DEFAULT_MAP")
+        budget, notes = answer_budget(loaded, max_new_tokens, explicit)
         engine = _open_engine(model, device, dtype, _engine_settings(
             engine_name, servers, concurrency, request_timeout, tensor_parallel, data_parallel,
             max_images=window_pages), awq_kernel)
         options = ExtractOptions(
             tiling=engine.tiling.with_limits(None, max_tiles),
-            sampling=Sampling(max_new_tokens=max_new_tokens, loop=loop),
+            sampling=Sampling(max_new_tokens=budget, loop=loop),
             window_pages=window_pages, window_tiles=window_tiles, votes=votes, password=password, pages=pages,
             use_text_layer=text_layer, frames=frames, system=system_text)
+        task = ExtractTask(options, loaded, engine.model_id, prompts=prompts)
+        for note in notes + task.preflight(getattr(engine, "context_length", None)):
+            _note(note)
         fmt = "data" if data_only else "record"
-        run_batch(ExtractTask(options, loaded, engine.model_id, prompts=prompts), engine, batch, fmt, ".json")
+        run_batch(task, engine, batch, fmt, ".json")
 
 
 @app.command()
@@ -506,20 +522,48 @@ def prompts(
             typer.echo(f"{row['name']}\t{row['command']} {row['option']}\t{row['pages']}\t{names}\t{row['purpose']}")
 
 
-@app.command()
-def schemas() -> None:
-    """List the JSON Schemas shipped with internvl-cli (use their names with `extract --schema`).
+schemas_app = typer.Typer(invoke_without_command=True, no_args_is_help=False)  # help: the callback's docstring
+app.add_typer(schemas_app, name="schemas")
+
+
+@schemas_app.callback()
+def schemas(ctx: typer.Context) -> None:
+    """The JSON Schemas shipped with internvl-cli: use their names with `extract --schema`; `internvl schemas
+    show NAME` prints one.
 
     \b
     Examples:
       internvl schemas
+      internvl schemas show invoice
       internvl extract scan.pdf --schema invoice
     """
     from .tasks.schemas import list_schemas
 
+    if ctx.invoked_subcommand is not None:
+        return
     with _exit_on_error():
         for name, description in list_schemas():
             typer.echo(f"{name}\t{description}")
+
+
+@schemas_app.command("show")
+def schemas_show(
+    spec: str = typer.Argument(..., help="A shipped schema's name, a schema file, inline JSON or a concise "
+                               "field list (shown as the JSON Schema it stands for)."),
+    grammar: bool = typer.Option(False, "--grammar", help="Print the grammar's copy instead (what decoding "
+                                 "enforces), and on stderr what is validated but not enforced."),
+) -> None:
+    """Print a schema as JSON: copy a shipped one to start your own, or see what a concise list means."""
+    from .tasks.schemas import load_schema, show_schema
+
+    with _exit_on_error():
+        if not grammar:
+            typer.echo(show_schema(spec), nl=False)
+            return
+        loaded = load_schema(spec)
+        typer.echo(json.dumps(loaded.grammar, indent=2, ensure_ascii=False))
+        for keyword, where in loaded.unenforced_at:
+            _err(f"internvl: not enforced (validated): {keyword} at {where}")
 
 
 @app.command()

@@ -39,7 +39,8 @@ EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
     ExitCode.MODEL_NOT_FOUND: "the model id or path cannot be resolved (offline, typo, missing folder)",
     ExitCode.MODEL_LOAD: "the checkpoint exists but cannot be loaded or converted",
     ExitCode.OUT_OF_MEMORY: "the GPU ran out of memory even for a single page",
-    ExitCode.SCHEMA: "the `--schema` cannot be found or is not a valid JSON Schema",
+    ExitCode.SCHEMA: "the `--schema` cannot be found, is not a valid JSON Schema, accepts no value, or refers "
+                     "outside itself (never fetched)",
     ExitCode.BUSY: "another run holds the output directory (use `--wait`)",
     ExitCode.PARTIAL: "the run finished but some documents failed",
     ExitCode.INVALID_OUTPUT: "an answer could not be made schema-valid (the record lists its errors)",

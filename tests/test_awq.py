@@ -66,10 +66,14 @@ def _logits(model, dtype) -> torch.Tensor:
 
 
 def _load(path: Path, device: str = "cpu", config: dict | None = None):
+    """transformers with our kwargs, as the engine loads (its dtype settled whatever transformers' version)."""
     from transformers import AutoModelForImageTextToText
 
     config = config or json.loads((path / "config.json").read_text())
-    return AutoModelForImageTextToText.from_pretrained(path, **awq.awq_load_kwargs(config, device)).eval()
+    kwargs = awq.awq_load_kwargs(config, device)
+    model = AutoModelForImageTextToText.from_pretrained(path, **kwargs).eval()
+    awq.settle_dtype(model, kwargs["dtype"])
+    return model
 
 
 LM_LINEARS = sorted(

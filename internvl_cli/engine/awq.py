@@ -150,6 +150,23 @@ def awq_load_kwargs(config: dict, device: str, dtype: Any = None, backend: str |
     }
 
 
+def settle_dtype(model: torch.nn.Module, dtype: torch.dtype) -> None:
+    """Puts the 16-bit part of a loaded AWQ model (vision tower, projector, embeddings, norms, lm_head) in `dtype`.
+
+    transformers before 5.20 leaves an AWQ checkpoint's unquantized tensors in the dtype they were saved in
+    (float16 for LMDeploy's checkpoints) whatever `dtype` asked for; later versions cast them. Quantized layers
+    keep the tensors gptqmodel prepared for its kernel.
+    """
+    from gptqmodel.nn_modules.qlinear import BaseQuantLinear
+
+    for module in model.modules():
+        if isinstance(module, BaseQuantLinear):
+            continue
+        for name, tensor in list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False)):
+            if tensor.is_floating_point() and tensor.dtype != dtype:
+                tensor.data = tensor.data.to(dtype)
+
+
 def pretrained_config(config: dict, backend: str | None = None) -> PretrainedConfig:
     """A transformers config object built from config.json's dict, with the AWQ block fixed (see RUNTIME_SKIPS)."""
     from transformers import AutoConfig

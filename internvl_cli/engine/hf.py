@@ -49,7 +49,12 @@ class TransformersEngine:
         self.tiling = TilingConfig.from_preprocessor_config(preprocessor, self.image_seq_length)
         self.tokenizer = None
         self.model = None
+        self._stop = None  # a threading.Event: when set, generation ends at the next token (see stop_on)
         self._pieces: dict[int, str] = {}
+
+    def stop_on(self, event) -> None:
+        """Generation stops within a token once `event` is set; the caller discards that batch's results."""
+        self._stop = event
 
     def load_tokenizer(self):
         """The tokenizer alone (once): enough to render and count prompts, no weights."""
@@ -204,7 +209,7 @@ class TransformersEngine:
                 temperature=sampling.temperature if sampling.do_sample else None,
                 top_p=sampling.top_p if sampling.do_sample else None,
                 top_k=None,
-                stopping_criteria=[stopper],
+                stopping_criteria=[stopper] + ([_StopOnEvent(self._stop, torch)] if self._stop else []),
                 logits_processor=processors,
                 pad_token_id=self.tokenizer.pad_token_id,
                 eos_token_id=self._eos_ids(),
@@ -323,21 +328,30 @@ class _LoopStopper:
 
 def _constraint_processors(constraint: Constraint | None, tokenizer, batch_size: int, eos_ids: list[int],
                            max_new_tokens: int) -> list:
-    """llguidance masks for a constrained request: one grammar matcher per batch row.
+    """llguidance masks for a constrained request: one grammar matcher per batch row (compiled once per run).
 
     The last quarter of the token budget (at least 32 tokens) is spent wrapping the answer up, so a long
     answer ends as valid, flagged output instead of being cut into invalid JSON.
     """
     if constraint is None:
         return []
-    from .hf_constraints import grammar_logits_processor, json_logits_processor
+    from .hf_constraints import constraint_logits_processor
 
     close_after = max(0, max_new_tokens - max(32, max_new_tokens // 4))
-    if constraint.kind == "json_schema":
-        return [json_logits_processor(tokenizer, json.loads(constraint.spec), batch_size, eos_token_id=eos_ids,
-                                      close_after=close_after)]
-    return [grammar_logits_processor(tokenizer, constraint.spec, batch_size, eos_token_id=eos_ids,
-                                     close_after=close_after)]
+    return [constraint_logits_processor(tokenizer, constraint, batch_size, eos_token_id=eos_ids,
+                                        close_after=close_after)]
+
+
+class _StopOnEvent:
+    """Ends every row of a generate() call as soon as the run is asked to stop (SIGTERM, Ctrl-C)."""
+
+    def __init__(self, event, torch):
+        self.event = event
+        self.torch = torch
+
+    def __call__(self, input_ids, scores, **kwargs):
+        return self.torch.full((input_ids.shape[0],), self.event.is_set(), dtype=self.torch.bool,
+                               device=input_ids.device)
 
 
 # ---------------------------------------------------------------------- loading
@@ -427,12 +441,14 @@ def _load_model(model_dir: Path, config: dict, device: str, dtype, quantization:
         base["attn_implementation"] = attention
     if quantization != "awq":
         return _from_pretrained(model_dir, base, device), None
-    from .awq import awq_load_kwargs, load_with_kernel
+    from .awq import awq_load_kwargs, load_with_kernel, settle_dtype
 
     def load(choice):
         kwargs = {**base, **awq_load_kwargs(config, device, dtype,
                                               backend=choice.kernel.backend if choice else None)}
-        return _from_pretrained(model_dir, kwargs, device)
+        model = _from_pretrained(model_dir, kwargs, device)
+        settle_dtype(model, kwargs["dtype"])
+        return model
 
     if kernel is None:
         return load(None), None

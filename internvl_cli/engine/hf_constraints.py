@@ -1,8 +1,15 @@
-"""Step 3f, constrained decoding with transformers generate(): an llguidance logits processor per batch."""
+"""Step 3f, constrained decoding with transformers generate(): an llguidance logits processor per batch.
+
+Grammars are compiled once per (grammar, tokenizer) and copied for every row of every batch. Beyond the
+grammar, the processor keeps every JSON object's keys unique (a grammar cannot: `{"a":1,"a":2}` or an
+escaped `"\u0061"` beside `"a"`), by refusing the token that would close a key already present.
+"""
 from __future__ import annotations
 
+import json
 import time
 import weakref
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -12,7 +19,8 @@ import numpy as np
 from llguidance import LLMatcher
 
 from ..errors import SchemaError
-from .constraints import json_grammar
+from .base import Constraint
+from .constraints import constraint_grammar, json_grammar
 
 if TYPE_CHECKING:  # torch is imported lazily: schema checks and `internvl schemas` should not pay ~2 s for it
     import torch
@@ -51,6 +59,103 @@ def _eos_ids(tokenizer: Any, eos_token_id: int | Sequence[int] | None) -> list[i
     return ids
 
 
+class _JsonState:
+    """Where a row is in its JSON, followed byte by byte from the accepted tokens: strings, keys, objects.
+
+    Enough to steer an answer to its end (inside a string only a quote ends it) and to know the keys
+    already used in each open object.
+    """
+
+    def __init__(self) -> None:
+        self.stack: list[set[str] | None] = []  # per open container: its keys (object) or None (array)
+        self.expect_key = False
+        self.in_string = False
+        self.is_key = False
+        self.escaped = False
+        self.key = bytearray()
+
+    def feed(self, data: bytes) -> None:
+        for byte in data:
+            if self.in_string:
+                if self.escaped:
+                    self.escaped = False
+                elif byte == 0x5C:  # backslash
+                    self.escaped = True
+                elif byte == 0x22:  # quote
+                    self.in_string = False
+                    if self.is_key:
+                        key = _decode_key(bytes(self.key))
+                        if key is not None and self.stack and self.stack[-1] is not None:
+                            self.stack[-1].add(key)
+                        self.is_key = self.expect_key = False
+                    continue
+                if self.is_key:
+                    self.key.append(byte)
+            elif byte == 0x22:
+                self.in_string = True
+                self.is_key = self.expect_key and bool(self.stack) and self.stack[-1] is not None
+                self.key = bytearray()
+            elif byte == 0x7B:  # {
+                self.stack.append(set())
+                self.expect_key = True
+            elif byte == 0x5B:  # [
+                self.stack.append(None)
+                self.expect_key = False
+            elif byte in (0x7D, 0x5D):  # } ]
+                if self.stack:
+                    self.stack.pop()
+                self.expect_key = False
+            elif byte == 0x2C:  # ,
+                self.expect_key = bool(self.stack) and self.stack[-1] is not None
+
+    def used_keys(self) -> set[str]:
+        """The keys of the innermost open object so far (empty outside objects)."""
+        return self.stack[-1] or set() if self.stack and self.stack[-1] is not None else set()
+
+    def after(self, token: bytes) -> str | None:
+        """What `token` would do to the current object's keys, without changing this state:
+        "repeat" (it closes a key the object has), "at-used-key" (it leaves an open key spelling one), None."""
+        used = self.used_keys()
+        if not used:
+            return None
+        in_string, is_key, escaped, expect_key = self.in_string, self.is_key, self.escaped, self.expect_key
+        key, depth = bytearray(self.key), 0
+        for byte in token:
+            if in_string:
+                if escaped:
+                    escaped = False
+                elif byte == 0x5C:
+                    escaped = True
+                elif byte == 0x22:
+                    in_string = False
+                    if is_key and depth == 0 and _decode_key(bytes(key)) in used:
+                        return "repeat"
+                    is_key = expect_key = False
+                    continue
+                if is_key:
+                    key.append(byte)
+            elif byte == 0x22:
+                in_string, is_key, key = True, expect_key and depth == 0, bytearray()
+            elif byte in (0x7B, 0x5B):
+                depth += 1
+            elif byte in (0x7D, 0x5D):
+                if depth == 0:
+                    return None  # the object closes: its keys no longer matter
+                depth -= 1
+            elif byte == 0x2C and depth == 0:
+                expect_key = True
+        if in_string and is_key and _decode_key(bytes(key)) in used:
+            return "at-used-key"
+        return None
+
+
+def _decode_key(raw: bytes) -> str | None:
+    try:
+        return json.loads(b'"' + raw + b'"')
+    except ValueError:
+        return None
+
+
 @dataclass
 class _Row:
     """Decoding state of one batch row."""
@@ -61,8 +166,7 @@ class _Row:
     error: str | None = None
     closed: bool = False  # steered to the shortest way out (budget running out, or a loop)
     closing: bool = False  # asked to wrap up now, whatever the budget
-    in_string: bool = False  # inside a JSON string (tracked from the accepted bytes, for steering)
-    escaped: bool = False
+    json: _JsonState = field(default_factory=_JsonState)
 
 
 class GrammarLogitsProcessor:
@@ -82,9 +186,9 @@ class GrammarLogitsProcessor:
         self._tokenizer = tokenizer
         self._close_after = close_after
         self._closers = _closer_tiers(tokenizer) if close_after is not None else None
-        self._template = LLMatcher(tokenizer, grammar, log_level=0)  # log_level 0: errors are ours to report
-        if self._template.is_error():
-            raise ValueError(f"invalid grammar: {_matcher_error(self._template)}")
+        self._template = compiled_matcher(tokenizer, grammar)
+        self._token_bytes = _token_bytes(tokenizer)
+        self._token_ids = _token_ids(tokenizer)
         self._eos = list(tokenizer.eos_tokens)
         self._rows: list[_Row] = []
         self._seen_length: int | None = None
@@ -168,7 +272,7 @@ class GrammarLogitsProcessor:
                 row.finished = True
             else:
                 row.tokens.append(token)
-                _track_string(row, self._tokenizer.decode_bytes([token]))
+                row.json.feed(self._token_bytes[token] if token < len(self._token_bytes) else b"")
 
     def _allowed_tokens(self, vocab: int) -> np.ndarray:
         """Boolean (rows, vocab) mask of the tokens each row may produce next."""
@@ -179,6 +283,10 @@ class GrammarLogitsProcessor:
             stuck = i in live and (row.matcher.is_error() or not bits[i].any())
             if stuck and row.error is None:
                 row.error = _matcher_error(row.matcher) or "the grammar allows no token"
+            if not stuck and i in live:
+                stuck = self._forbid_used_keys(row, bits[i])
+                if stuck and row.error is None:
+                    row.error = "every way to end this key repeats a key the object already has"
             if stuck or i not in live:
                 bits[i] = False
                 bits[i, self._eos] = True  # complete, finished or stuck: only EOS ends the row cleanly
@@ -189,6 +297,41 @@ class GrammarLogitsProcessor:
             return bits[:, :vocab]
         # the model's embedding may be padded past the tokenizer: those ids are never allowed
         return np.pad(bits, ((0, 0), (0, vocab - bits.shape[1])))
+
+    def _forbid_used_keys(self, row: _Row, allowed: np.ndarray) -> bool:
+        """Masks the tokens that would repeat a key of the current object; True if no token is left.
+
+        Refused: a token that closes a key already used, and a token that spells a used key when the grammar
+        then allows nothing but closing it (a dead end otherwise found one token too late).
+        """
+        state = row.json
+        if not state.used_keys() or not (state.expect_key or (state.in_string and state.is_key)):
+            return False
+        quotes = _quote_tokens(self._tokenizer)
+        candidates = set(np.nonzero(allowed[: len(quotes)] & quotes)[0].tolist())
+        if state.in_string and state.is_key:
+            written = bytes(state.key)
+            for used in state.used_keys():
+                spelled = json.dumps(used, ensure_ascii=False)[1:-1].encode("utf-8")
+                token = self._token_ids.get(spelled[len(written):]) if spelled.startswith(written) else None
+                if token is not None and token < len(allowed) and allowed[token]:
+                    candidates.add(token)
+        for token in sorted(candidates):
+            verdict = state.after(self._token_bytes[token])
+            if verdict == "repeat" or (verdict == "at-used-key" and self._only_closing_follows(row, token)):
+                allowed[token] = False
+        return not allowed.any()
+
+    def _only_closing_follows(self, row: _Row, token: int) -> bool:
+        """Whether, after `token`, the grammar allows nothing but tokens that close the string."""
+        matcher = row.matcher.deep_copy()
+        if not matcher.consume_token(token):
+            return True
+        bitmask = np.zeros(llnp.get_bitmask_shape(1, self._tokenizer.vocab_size), dtype=np.int32)
+        llnp.fill_next_token_bitmask(matcher, bitmask, 0)
+        bits = np.unpackbits(bitmask.view(np.uint8), axis=1, bitorder="little")[0, : self._tokenizer.vocab_size]
+        following = np.nonzero(bits)[0].tolist()
+        return bool(following) and all(self._token_bytes[t][:1] == b'"' for t in following)
 
     def _steer_to_close(self, row: _Row, allowed: np.ndarray) -> None:
         """Near the end of the budget, narrow the grammar's choices to the ones that finish soonest.
@@ -207,7 +350,7 @@ class GrammarLogitsProcessor:
         else:
             choice = None
             # inside a string only a quote ends it ("}" there is text); outside, close brackets before commas
-            for tier in ((quote,) if row.in_string else (close, comma)):
+            for tier in ((quote,) if row.json.in_string else (close, comma)):
                 # the mask may be wider than the tokenizer (bitmask padding, padded embeddings)
                 narrowed = allowed.copy()
                 narrowed[: len(tier)] &= tier[:vocab]
@@ -231,6 +374,47 @@ class GrammarLogitsProcessor:
 
 # id(LLTokenizer) -> (the tokenizer, kept so the id stays its own, tiers); LLTokenizer takes no weak references
 _CLOSER_TIERS: dict[int, tuple[Any, tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
+_TOKEN_BYTES: dict[int, tuple[Any, list[bytes]]] = {}
+_TOKEN_IDS: dict[int, tuple[Any, dict[bytes, int]]] = {}
+# (id(LLTokenizer), grammar) -> (the tokenizer, its compiled matcher): compiling a large schema costs ~1 s,
+# so it happens once per run, not per batch or vote; rows get deep copies.
+_COMPILED: OrderedDict[tuple[int, str], tuple[Any, LLMatcher]] = OrderedDict()
+_COMPILED_LIMIT = 16
+
+
+def compiled_matcher(tokenizer: llguidance.LLTokenizer, grammar: str) -> LLMatcher:
+    """The grammar compiled for this tokenizer, once (a template: copy it, never advance it)."""
+    key = (id(tokenizer), grammar)
+    if key in _COMPILED:
+        _COMPILED.move_to_end(key)
+        return _COMPILED[key][1]
+    matcher = LLMatcher(tokenizer, grammar, log_level=0)  # log_level 0: errors are ours to report
+    if matcher.is_error():
+        raise ValueError(f"invalid grammar: {_matcher_error(matcher)}")
+    _COMPILED[key] = (tokenizer, matcher)
+    while len(_COMPILED) > _COMPILED_LIMIT:
+        _COMPILED.popitem(last=False)
+    return matcher
+
+
+def _token_bytes(tokenizer: llguidance.LLTokenizer) -> list[bytes]:
+    if id(tokenizer) not in _TOKEN_BYTES:
+        _TOKEN_BYTES[id(tokenizer)] = (tokenizer, [tokenizer.decode_bytes([t]) for t in range(tokenizer.vocab_size)])
+    return _TOKEN_BYTES[id(tokenizer)][1]
+
+
+def _token_ids(tokenizer: llguidance.LLTokenizer) -> dict[bytes, int]:
+    """Token bytes -> token id (the first id, when several tokens spell the same bytes)."""
+    if id(tokenizer) not in _TOKEN_IDS:
+        ids: dict[bytes, int] = {}
+        for token, text in enumerate(_token_bytes(tokenizer)):
+            ids.setdefault(text, token)
+        _TOKEN_IDS[id(tokenizer)] = (tokenizer, ids)
+    return _TOKEN_IDS[id(tokenizer)][1]
+
+
+def _quote_tokens(tokenizer: llguidance.LLTokenizer) -> np.ndarray:
+    return _closer_tiers(tokenizer)[0]
 
 
 def _closer_tiers(tokenizer: llguidance.LLTokenizer) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -238,24 +422,12 @@ def _closer_tiers(tokenizer: llguidance.LLTokenizer) -> tuple[np.ndarray, np.nda
     if id(tokenizer) not in _CLOSER_TIERS:
         size = tokenizer.vocab_size
         quote, close, comma = (np.zeros(size, dtype=bool) for _ in range(3))
-        for token in range(size):
-            text = tokenizer.decode_bytes([token])
+        for token, text in enumerate(_token_bytes(tokenizer)):
             quote[token] = b'"' in text
             close[token] = not quote[token] and (b"}" in text or b"]" in text)
             comma[token] = not quote[token] and b"," in text
         _CLOSER_TIERS[id(tokenizer)] = (tokenizer, (quote, close, comma))
     return _CLOSER_TIERS[id(tokenizer)][1]
-
-
-def _track_string(row: _Row, text: bytes) -> None:
-    """Follows JSON string boundaries through the accepted bytes (quotes, backslash escapes)."""
-    for byte in text:
-        if row.escaped:
-            row.escaped = False
-        elif row.in_string and byte == 0x5C:  # backslash
-            row.escaped = True
-        elif byte == 0x22:  # quote
-            row.in_string = not row.in_string
 
 
 def _matcher_error(matcher: LLMatcher) -> str:
@@ -299,3 +471,24 @@ def json_logits_processor(
         raise SchemaError(f"schema not supported for constrained decoding: {exc}") from None
 
 
+
+
+_GRAMMARS: OrderedDict[Constraint, str] = OrderedDict()
+
+
+def constraint_logits_processor(
+    tokenizer: Any, constraint: Constraint, batch_size: int | None = None, *,
+    eos_token_id: int | Sequence[int] | None = None, close_after: int | None = None,
+) -> GrammarLogitsProcessor:
+    """A processor for an engine-neutral Constraint (a JSON Schema's text, or Lark text); its grammar is
+    built and compiled once per constraint and tokenizer, however many batches and votes use it."""
+    grammar = _GRAMMARS.get(constraint)
+    if grammar is None:
+        grammar = _GRAMMARS[constraint] = constraint_grammar(constraint)
+        while len(_GRAMMARS) > _COMPILED_LIMIT:
+            _GRAMMARS.popitem(last=False)
+    lltok = ll_tokenizer(tokenizer, _eos_ids(tokenizer, eos_token_id))
+    try:
+        return GrammarLogitsProcessor(lltok, grammar, batch_size, close_after=close_after)
+    except ValueError as exc:  # load_schema() already compiled it, so only unchecked constraints land here
+        raise SchemaError(f"schema not supported for constrained decoding: {exc}") from None

@@ -128,6 +128,9 @@ class Runner:
 
     def run(self, paths: Iterable[Path]) -> RunReport:
         started = time.perf_counter()
+        stop_on = getattr(self.engine, "stop_on", None)
+        if stop_on is not None:
+            stop_on(self.stop)  # a stop request ends generation mid-batch, not after it
         ahead = self.options.lookahead or self.engine.window(self.options.limits)
         feed: queue.Queue = queue.Queue(maxsize=max(2, ahead))
         producer = threading.Thread(target=self._produce, args=(list(paths), feed), daemon=True,
@@ -182,9 +185,9 @@ class Runner:
         try:
             for tag, outcome in stream:
                 index, unit = source.in_flight.pop(tag)
-                self._handle(index, unit, outcome)
                 if self.stop.is_set():
-                    break  # SIGTERM / Ctrl-C: the engine abandons what is still in flight
+                    break  # SIGTERM / Ctrl-C, maybe mid-batch: answers may be cut; documents stay pending
+                self._handle(index, unit, outcome)
         finally:
             stream.close()
 
@@ -234,13 +237,14 @@ class Runner:
         """olmOCR's per-page retry: a task may ask once for a second try (e.g. after a loop); the first answer
         is kept beside it so the task can choose and flag."""
         retry_request = getattr(self.task, "retry_request", None)
-        if unit.attempts > 0 or retry_request is None:
+        if unit.attempts >= getattr(self.task, "max_retries", 1) or retry_request is None:
             return None
         request = retry_request(unit, result)
         if request is None:
             return None
         unit.attempts += 1
-        unit.info["first_result"] = result
+        unit.info.setdefault("first_result", result)
+        unit.info.setdefault("earlier_results", []).append(result)
         unit.request = request
         return unit
 
