@@ -285,12 +285,12 @@ def test_batch_limits_grow_with_free_memory_and_stay_sane():
 
 
 def test_a_run_takes_the_engines_limits_unless_the_user_gave_them():
-    from internvl_cli.engine.gpu import BatchLimits
+    from internvl_cli.engine.gpu import BatchDefaults
     from internvl_cli.runs.batch import BatchSettings, _run_options
 
     class Engine:
         def batch_limits(self):
-            return BatchLimits(20, 140, "test")
+            return BatchDefaults(20, 140, "test")
 
     options = _run_options(BatchSettings(paths=["x"]), Engine())
     # rendering runs one engine window ahead: for transformers two batches (2 x 20 pages)

@@ -461,20 +461,23 @@ class ModelDims:
 
 
 @dataclass(frozen=True)
-class BatchLimits:
+class BatchDefaults:
+    """Default --batch-size and --batch-tiles for a model on a device, and why (the run's BatchLimits come from
+    these unless the user gave them)."""
+
     pages: int  # --batch-size
     tiles: int  # --batch-tiles
     reason: str
 
 
-CPU_BATCH = BatchLimits(8, 64, "CPU: fixed defaults")
+CPU_BATCH = BatchDefaults(8, 64, "CPU: fixed defaults")
 MAX_BATCH_PAGES = 32  # past this, batched generate gains little and a batch's latency grows
 RESERVE_BYTES = 2**30  # CUDA context, cuBLAS workspaces, allocator fragmentation
 
 
 def default_batch_limits(free_bytes: int, dims: ModelDims, *, max_tiles: int = 12, typical_tiles: int = 7,
                          text_tokens: int = 512, max_new_tokens: int = 1024, dtype_bytes: int = 2,
-                         attention: str = "sdpa") -> BatchLimits:
+                         attention: str = "sdpa") -> BatchDefaults:
     """--batch-size and --batch-tiles from the GPU memory left after loading the weights.
 
     A batch costs, per tile, its vision-tower activations (one layer at a time) and its 256 image tokens in the
@@ -496,4 +499,4 @@ def default_batch_limits(free_bytes: int, dims: ModelDims, *, max_tiles: int = 1
     tiles = max(max_tiles + 1, pages * typical_tiles)
     reason = (f"{free_bytes / 2**30:.1f} GiB free after loading; about {page_cost / 2**20:.0f} MiB per "
               f"{typical_tiles}-tile page")
-    return BatchLimits(int(pages), int(tiles), reason)
+    return BatchDefaults(int(pages), int(tiles), reason)
