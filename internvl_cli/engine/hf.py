@@ -336,10 +336,10 @@ def _constraint_processors(constraint: Constraint | None, tokenizer, batch_size:
     if constraint is None:
         return []
     from .hf_constraints import constraint_logits_processor
+    from .json_state import wrap_up_start
 
-    close_after = max(0, max_new_tokens - max(32, max_new_tokens // 4))
     return [constraint_logits_processor(tokenizer, constraint, batch_size, eos_token_id=eos_ids,
-                                        close_after=close_after)]
+                                        close_after=wrap_up_start(max_new_tokens))]
 
 
 class _StopOnEvent:

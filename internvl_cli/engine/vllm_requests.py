@@ -9,18 +9,13 @@ from dataclasses import asdict
 
 from ..documents.tiling import TiledImage
 from .base import Constraint, FinishReason, GenerationRequest, Sampling
+from .json_state import wrap_up_start
 from .repetition import LoopRule, find_loop
 
 # The keys of vLLM's per-request `extra_args` (server: `vllm_xargs`) read by our logits processor
 # (engine/vllm_wrapup.py): when to start wrapping a constrained answer up, and the loop rule to stop by.
 WRAP_UP_ARG = "internvl_close_after"
 LOOP_ARG = "internvl_loop"
-
-
-def wrap_up_start(max_new_tokens: int) -> int:
-    """Generated tokens after which a constrained answer is steered to its shortest valid ending: the last
-    quarter of the budget, at least 32 tokens (the transformers engine uses the same budget)."""
-    return max(0, max_new_tokens - max(32, max_new_tokens // 4))
 
 
 def pictures(request: GenerationRequest) -> list:

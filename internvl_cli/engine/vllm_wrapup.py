@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .json_state import JsonState
 from .repetition import LoopDetector, LoopRule
 from .vllm_requests import WRAP_UP_ARG, loop_rule_from
 
@@ -73,8 +74,7 @@ class WrapUpState:
         self.tiers = tiers
         self.detector = LoopDetector(rule) if rule is not None else None
         self.seen = 0
-        self.in_string = False
-        self.escaped = False
+        self.json = JsonState()
         self.closing = False  # a loop was seen: wrap up now, whatever the budget
 
     def __call__(self, output_ids: list[int], logits):
@@ -85,7 +85,7 @@ class WrapUpState:
             return logits
         if not self.closing and len(output_ids) < self.close_after:
             return logits
-        bias = self.tiers.inside if self.in_string else self.tiers.outside
+        bias = self.tiers.inside if self.json.in_string else self.tiers.outside
         width = min(len(bias), logits.shape[-1])
         logits[:width] += bias[:width].to(logits.device, logits.dtype)
         return logits
@@ -102,13 +102,7 @@ class WrapUpState:
     def _follow(self, output_ids: list[int]) -> None:
         for position in range(self.seen, len(output_ids)):
             token = output_ids[position]
-            for byte in self.tiers.token_bytes[token] if token < len(self.tiers.token_bytes) else b"":
-                if self.escaped:
-                    self.escaped = False
-                elif self.in_string and byte == 0x5C:  # backslash
-                    self.escaped = True
-                elif byte == 0x22:  # quote
-                    self.in_string = not self.in_string
+            self.json.feed(self.tiers.token_bytes[token] if token < len(self.tiers.token_bytes) else b"")
             if (self.detector is not None and self.detector.loop is None
                     and self.detector.feed(token, self.tiers.piece(token)) is not None):
                 self.closing = True
