@@ -1,6 +1,7 @@
 """Shared fixtures: tiny InternVL checkpoints built offline once per session, and a CLI driver."""
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -22,6 +23,34 @@ def tiny_model(tmp_path_factory) -> Path:
     from tiny_models import build_tiny_native
 
     return build_tiny_native(tmp_path_factory.mktemp("ckpt") / "tiny-internvl")
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model):
+    """The tiny checkpoint loaded once per module on the CPU, for tests that drive the core directly."""
+    import torch
+
+    from internvl_cli.engine import load_engine
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a 0.2M-parameter model gains nothing from threads; busy runners lose a lot
+    engine = load_engine(str(tiny_model), device="cpu")
+    engine.load()
+    yield engine
+    torch.set_num_threads(threads)
+
+
+class ListSink:
+    """A run's sink that keeps what it is given: the records emitted and the failures."""
+
+    def __init__(self):
+        self.records, self.failures = [], []
+
+    def emit(self, path, result, rendered):
+        self.records.append(json.loads(rendered))
+
+    def fail(self, path, error):
+        self.failures.append(error)
 
 
 @pytest.fixture()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SAMPLES
+from conftest import SAMPLES, ListSink
 from internvl_cli.documents.tiling import TilingConfig
 from internvl_cli.engine.base import GenerationRequest, GenerationResult, Sampling
 from internvl_cli.errors import ExitCode, UsageError
@@ -149,31 +149,6 @@ def test_the_answer_budget_is_sized_from_the_schema():
     assert budget == 1024 and "is tight for schema" in notes[0]
     with pytest.raises(UsageError, match="too small for schema"):
         answer_budget(wide, 100, explicit=True)
-
-
-@pytest.fixture(scope="module")
-def engine(tiny_model):
-    import torch
-
-    from internvl_cli.engine import load_engine
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a 0.2M-parameter model gains nothing from threads; busy runners lose a lot
-    engine = load_engine(str(tiny_model), device="cpu")
-    engine.load()
-    yield engine
-    torch.set_num_threads(threads)
-
-
-class ListSink:
-    def __init__(self):
-        self.records, self.failures = [], []
-
-    def emit(self, path, result, rendered):
-        self.records.append(json.loads(rendered))
-
-    def fail(self, path, error):
-        self.failures.append(error)
 
 
 def run_extract(engine, schema, paths, *, budget=None, votes=1, batch_size=8, stop=None):

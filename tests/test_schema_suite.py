@@ -14,7 +14,7 @@ from collections import Counter
 
 import pytest
 
-from conftest import REPO, SAMPLES
+from conftest import REPO, SAMPLES, ListSink
 from internvl_cli.errors import SchemaError
 from internvl_cli.tasks.schemas import check_schema, parse_answer
 from schema_suite import FORMAT_ANNOTATION_CASES, cases, reference_errors
@@ -134,31 +134,6 @@ def test_grammar_fuzzer_random_walks_give_valid_answers(loaded, tiny_model):
                 bad.append((case.name, schema.unenforced, text[:120], answer.errors[:2]))
     assert bad == []
     assert tally["valid"] > 0.9 * sum(tally.values())  # the walks do reach the end of their grammars
-
-
-@pytest.fixture(scope="module")
-def engine(tiny_model):
-    import torch
-
-    from internvl_cli.engine import load_engine
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a 0.2M-parameter model gains nothing from threads; busy runners lose a lot
-    engine = load_engine(str(tiny_model), device="cpu")
-    engine.load()
-    yield engine
-    torch.set_num_threads(threads)
-
-
-class ListSink:
-    def __init__(self):
-        self.records, self.failures = [], []
-
-    def emit(self, path, result, rendered):
-        self.records.append(json.loads(rendered))
-
-    def fail(self, path, error):
-        self.failures.append(error)
 
 
 def _extract_all(engine, schemas, votes: int):
