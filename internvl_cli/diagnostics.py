@@ -7,7 +7,7 @@ import platform
 from importlib import metadata
 
 from .errors import InternVLError
-from .models.presets import DEFAULT_MODEL, PRESETS
+from .models.presets import PRESETS
 
 PACKAGES = ("torch", "transformers", "tokenizers", "gptqmodel", "llguidance", "pillow", "typer", "vllm")
 PDF_DISTRIBUTIONS = ("pymupdf-lite", "pymupdf")

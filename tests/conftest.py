@@ -18,6 +18,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
+def make_inbox(folder: Path, count: int) -> Path:
+    """A new folder of `count` chart images, each with distinct contents (the ledger keys documents by content)."""
+    folder.mkdir(parents=True)
+    for i in range(count):
+        (folder / f"doc{i:02d}.png").write_bytes((SAMPLES / "chart.png").read_bytes() + bytes([i]))
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     from tiny_models import build_tiny_native

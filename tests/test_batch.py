@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import awkward
-from conftest import SAMPLES
+from conftest import SAMPLES, make_inbox
 from internvl_cli.errors import ExitCode
 
 
@@ -152,10 +152,7 @@ def test_sigkill_mid_run_then_resume_gives_exactly_one_output_each(tiny_model, t
 
 @pytest.mark.parametrize("signum,code", [(signal.SIGTERM, ExitCode.TERMINATED), (signal.SIGINT, ExitCode.INTERRUPTED)])
 def test_signals_stop_cleanly_and_the_rerun_completes(tiny_model, tmp_path, signum, code):
-    inbox = tmp_path / "inbox"
-    inbox.mkdir()
-    for i in range(24):
-        (inbox / f"doc{i:02d}.png").write_bytes((SAMPLES / "chart.png").read_bytes() + bytes([i]))
+    inbox = make_inbox(tmp_path / "inbox", 24)
     out = tmp_path / "out"
     args = _internvl("ocr", inbox, "-o", out, "--model", tiny_model, "--max-new-tokens", "4", "--batch-size", "1")
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}

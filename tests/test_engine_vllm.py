@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, SAMPLES
+from conftest import REPO, SAMPLES, make_inbox
 
 if os.environ.get("INTERNVL_REQUIRE_VLLM") == "1":
     import vllm  # noqa: F401  (CI: fail loudly instead of skipping)
@@ -245,10 +245,7 @@ def test_server_engine_against_vllm_serve(cli, vllm_server, tiny32, tmp_path):
 
 
 def test_kill_9_then_rerun_finishes_everything_exactly_once(vllm_server, tmp_path):
-    inbox = tmp_path / "inbox"
-    inbox.mkdir()
-    for i in range(16):
-        (inbox / f"doc{i:02d}.png").write_bytes((SAMPLES / "chart.png").read_bytes() + bytes([i]))
+    inbox = make_inbox(tmp_path / "inbox", 16)
     out = tmp_path / "out"
     args = [sys.executable, "-m", "internvl_cli.cli", "ocr", str(inbox), "-o", str(out), "--engine", "server",
             "--server", vllm_server, "--concurrency", "2", "--max-new-tokens", "64"]

@@ -2,7 +2,6 @@
 budgets and prompt size decided before the model loads; a stop request ends a batch mid-way."""
 from __future__ import annotations
 
-import json
 import threading
 from pathlib import Path
 

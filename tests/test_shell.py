@@ -12,13 +12,12 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 import awkward
-from conftest import REPO, SAMPLES
+from conftest import REPO, SAMPLES, make_inbox
 from internvl_cli.errors import ExitCode
 
 
@@ -52,13 +51,6 @@ def outputs(out: Path) -> list[str]:
 def ledger_rows(out: Path) -> list[tuple]:
     with sqlite3.connect(out / ".internvl" / "ledger.sqlite3") as db:
         return sorted(db.execute("SELECT source_path, status, attempts, output_path FROM jobs").fetchall())
-
-
-def make_inbox(folder: Path, count: int) -> Path:
-    folder.mkdir(parents=True)
-    for i in range(count):
-        (folder / f"doc{i:02d}.png").write_bytes((SAMPLES / "chart.png").read_bytes() + bytes([i]))
-    return folder
 
 
 # -- 1. a closed pipe is not a bug ---------------------------------------------------------------------

@@ -101,12 +101,6 @@ def plan_tiles(width: int, height: int, config: TilingConfig) -> TilePlan:
     return TilePlan(cols=cols, rows=rows, tiles=tiles, image_tokens=tiles * config.image_seq_length)
 
 
-def cut_tiles(grid_image: Image.Image, plan: TilePlan, config: TilingConfig,
-              thumbnail: Image.Image | None = None) -> np.ndarray:
-    """Normalised float32 tiles (N, 3, S, S) from a raster already at the grid's pixel size, thumbnail last."""
-    return _tiled(grid_image, plan, config, thumbnail).tiles()
-
-
 def normalise(tiles: np.ndarray, config: TilingConfig) -> np.ndarray:
     """uint8 NHWC -> float32 NCHW, rescaled by 1/255 then ImageNet-normalised (transformers' arithmetic order)."""
     lut = _normalisation_table(config.image_mean, config.image_std)  # (3, 256)

@@ -1,7 +1,6 @@
 """Step 3, engines: the one interface tasks use, and the loader that picks a backend for a model."""
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 from ..errors import UsageError
@@ -23,12 +22,6 @@ class EngineSettings:
     data_parallel_size: int = 1
     max_num_seqs: int | None = None
     max_images: int = 1  # images per prompt the vLLM engine must make room for (extract windows)
-
-    @classmethod
-    def from_environment(cls, **kwargs) -> EngineSettings:
-        """Settings with `kind` defaulting to $INTERNVL_ENGINE (else hf)."""
-        kwargs.setdefault("kind", os.environ.get("INTERNVL_ENGINE") or "hf")
-        return cls(**kwargs)
 
 
 def check_constraint(constraint: Constraint, source: str = "<schema>") -> tuple[str, ...]:

@@ -31,10 +31,6 @@ def set_third_party_verbose(verbose: bool) -> None:
     _state["applied"] = False
 
 
-def third_party_verbose() -> bool:
-    return _state["verbose"]
-
-
 def quiet_third_party() -> None:
     """Silence the libraries' banners and warnings for this process (a no-op when verbose).
 

@@ -370,16 +370,9 @@ def _shorten(text: str, width: int) -> str:
 # ---------------------------------------------------------------------- windows
 
 
-def merge_windows(records: list) -> object:
-    """Merges page windows in page order: the first non-empty scalar wins (headers are on early pages),
-    arrays are concatenated (line items continue across pages), objects merge recursively."""
-    merged = records[0]
-    for record in records[1:]:
-        merged = _merge(merged, record)
-    return merged
-
-
 def _merge(first, second):
+    """Two page windows' answers in page order: the first non-empty scalar wins (headers are on early pages),
+    arrays are concatenated (line items continue across pages), objects merge recursively."""
     if isinstance(first, dict) and isinstance(second, dict):
         out = dict(first)
         for key, value in second.items():
