@@ -50,7 +50,7 @@ def workload(pages: int, tiling, answer_tokens: int) -> list:
 
     from internvl_cli.documents.tiling import prepare_image
     from internvl_cli.engine import GenerationRequest, Sampling
-    from internvl_cli.engine.repetition import LoopRule
+    from internvl_cli.decoding.repetition import LoopRule
     from internvl_cli.resources import read_prompt
 
     prompt = read_prompt("ocr")

@@ -278,7 +278,7 @@ def synthetic_page(index: int):
 def page_requests(first: int, count: int, tiling, max_new_tokens: int, loop_stop: bool = True) -> list:
     from internvl_cli.engine import GenerationRequest, Sampling
     from internvl_cli.documents.tiling import tile_image
-    from internvl_cli.engine.repetition import LoopRule
+    from internvl_cli.decoding.repetition import LoopRule
 
     # greedy: do_sample defaults to False
     sampling = Sampling(max_new_tokens=max_new_tokens, loop=LoopRule() if loop_stop else LoopRule.off())

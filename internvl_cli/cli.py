@@ -17,7 +17,7 @@ import typer
 
 from . import __version__
 from .engine.base import DEFAULT_MAX_NEW_TOKENS
-from .engine.repetition import LoopRule
+from .decoding.repetition import LoopRule
 from .errors import EXIT_CODE_MEANINGS, ExitCode, InternVLError, UsageError
 from .models.presets import DEFAULT_MODEL
 from .runs.batch import BatchSettings, Hooks, run_documents

@@ -16,7 +16,7 @@ from PIL import Image
 from forcing import force, forced_engines
 from internvl_cli.documents.tiling import tile_image
 from internvl_cli.engine import GenerationRequest, Sampling, load_engine
-from internvl_cli.engine.repetition import LoopRule
+from internvl_cli.decoding.repetition import LoopRule
 from repetitive import LEGIT_PAGES, LOOP_PREFIX, LOOP_UNITS, write_pdf
 
 BUDGET = 4096

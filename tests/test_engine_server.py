@@ -22,8 +22,9 @@ from PIL import Image
 
 from conftest import SAMPLES
 from internvl_cli.documents.tiling import TilingConfig, prepare_image
-from internvl_cli.engine.repetition import LoopRule
-from internvl_cli.engine.base import Constraint, GenerationRequest, Sampling
+from internvl_cli.decoding.repetition import LoopRule
+from internvl_cli.decoding.constraints import Constraint
+from internvl_cli.engine.base import GenerationRequest, Sampling
 from internvl_cli.engine.server import ServerEngine
 from internvl_cli.errors import ExitCode
 from internvl_cli.tasks.tables import table_grammar

@@ -91,7 +91,7 @@ def vllm_server(tiny32, tmp_path_factory):
                "--structured-outputs-config.backend", "guidance", "--trust-request-mm-kwargs",
                # the largest budget requests may ask for, so vLLM sizes its encoder cache for 13 tiles
                "--mm-processor-kwargs", '{"crop_to_patches": true, "max_patches": 12}',
-               "--logits-processors", "internvl_cli.engine.vllm_wrapup:WrapUpLogitsProcessor"]
+               "--logits-processors", "internvl_cli.decoding.vllm_processor:WrapUpLogitsProcessor"]
     with open(log, "wb") as sink:
         proc = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}/v1"

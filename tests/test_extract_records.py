@@ -173,7 +173,7 @@ def test_wide_and_deep_schemas_finish_with_the_tiny_model(engine):
 
 
 def test_the_grammar_is_compiled_once_per_run(engine, tmp_path, monkeypatch):
-    from internvl_cli.engine import hf_constraints
+    from internvl_cli.decoding import hf_processor as hf_constraints
 
     compiled = []
     real = hf_constraints.LLMatcher
@@ -196,7 +196,7 @@ def test_the_grammar_is_compiled_once_per_run(engine, tmp_path, monkeypatch):
 def test_a_stop_request_ends_generation_mid_batch_and_records_nothing(engine, monkeypatch):
     """The stop event (set by SIGTERM/Ctrl-C handlers) ends generate() within a token; the batch's
     documents stay pending instead of being written from cut answers."""
-    from internvl_cli.engine import hf_constraints
+    from internvl_cli.decoding import hf_processor as hf_constraints
 
     stop = threading.Event()
     steps = []

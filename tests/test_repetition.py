@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from internvl_cli.engine.repetition import LoopDetector, LoopRule, find_loop
+from internvl_cli.decoding.repetition import LoopDetector, LoopRule, find_loop
 from repetitive import LEGIT_PAGES, LOOP_PREFIX, LOOP_UNITS
 
 BUDGET = 4096

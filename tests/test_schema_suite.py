@@ -83,7 +83,7 @@ def _walk_rows(tokenizer, schema, rows: int, steps: int, seed: int):
     """A random decoder: at every step any token the grammar allows (random scores through the processor)."""
     import torch
 
-    from internvl_cli.engine.hf_constraints import constraint_logits_processor
+    from internvl_cli.decoding.hf_processor import constraint_logits_processor
 
     processor = constraint_logits_processor(tokenizer, schema.constraint, rows, close_after=steps // 2)
     generator = torch.Generator().manual_seed(seed)

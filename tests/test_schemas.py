@@ -28,7 +28,7 @@ def grammar_accepts(schema, text: str) -> bool:
     import llguidance
     from llguidance import LLMatcher
 
-    from internvl_cli.engine.constraints import json_grammar
+    from internvl_cli.decoding.constraints import json_grammar
 
     matcher = LLMatcher(llguidance.LLTokenizer("byte"), json_grammar(check_schema(schema).grammar), log_level=0)
     tokenizer = llguidance.LLTokenizer("byte")
@@ -230,7 +230,7 @@ def _random_strings(pattern: str, rng: random.Random, count: int) -> list[str]:
     import numpy as np
     from llguidance import LLMatcher
 
-    from internvl_cli.engine.constraints import json_grammar
+    from internvl_cli.decoding.constraints import json_grammar
 
     tokenizer = llguidance.LLTokenizer("byte")
     template = LLMatcher(tokenizer, json_grammar({"type": "string", "pattern": pattern}), log_level=0)
@@ -363,7 +363,7 @@ def test_the_decoder_never_repeats_a_key(tmp_path):
     ever holds a repeated key (a row whose every way on repeats one ends, and is reported)."""
     import torch
 
-    from internvl_cli.engine.hf_constraints import constraint_logits_processor
+    from internvl_cli.decoding.hf_processor import constraint_logits_processor
     from tiny_models import build_tokenizer
 
     tokenizer = build_tokenizer(tmp_path)

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from internvl_cli.errors import ExitCode, SchemaError
-from internvl_cli.engine.constraints import json_grammar as _json_grammar
-from internvl_cli.engine.hf_constraints import grammar_logits_processor, ll_tokenizer
-from internvl_cli.engine.hf_constraints import json_logits_processor as _json_logits_processor
+from internvl_cli.decoding.constraints import json_grammar as _json_grammar
+from internvl_cli.decoding.hf_processor import grammar_logits_processor, ll_tokenizer
+from internvl_cli.decoding.hf_processor import json_logits_processor as _json_logits_processor
 from internvl_cli.tasks.formats import grammar_pattern
 from internvl_cli.tasks.schemas import check_schema, list_schemas, load_schema, majority_vote, parse_answer
 from internvl_cli.tasks.tables import is_rectangular, normalise_number, normalise_numbers, parse_table, table_grammar

@@ -6,10 +6,12 @@ import json
 
 import torch
 
-from internvl_cli.engine.base import Constraint, GenerationRequest, Sampling
-from internvl_cli.engine.repetition import LoopRule, find_loop
-from internvl_cli.engine.vllm_requests import extra_args, finish_answer, loop_rule_from
-from internvl_cli.engine.vllm_wrapup import WrapUpState
+from internvl_cli.decoding.constraints import Constraint
+from internvl_cli.engine.base import GenerationRequest, Sampling
+from internvl_cli.decoding.repetition import LoopRule, find_loop
+from internvl_cli.engine.vllm_requests import extra_args, finish_answer
+from internvl_cli.decoding.vllm_processor import loop_rule_from
+from internvl_cli.decoding.vllm_processor import WrapUpState
 
 EOS = 9
 RULE = LoopRule(min_repeats=8, max_tokens=32)  # small, so a loop shows within a few dozen tokens

@@ -4,10 +4,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..errors import UsageError
-from .base import ENGINE_NAMES, Constraint, Engine, GenerationRequest, GenerationResult, Sampling
+from .base import ENGINE_NAMES, Engine, GenerationRequest, GenerationResult, Sampling
+from ..decoding.constraints import Constraint
 
 __all__ = ["Constraint", "Engine", "EngineSettings", "GenerationRequest", "GenerationResult", "Sampling",
-           "check_constraint", "engine_status", "load_engine"]
+           "engine_status", "load_engine"]
 
 
 @dataclass
@@ -22,14 +23,6 @@ class EngineSettings:
     data_parallel_size: int = 1
     max_num_seqs: int | None = None
     max_images: int = 1  # images per prompt the vLLM engine must make room for (extract windows)
-
-
-def check_constraint(constraint: Constraint, source: str = "<schema>") -> tuple[str, ...]:
-    """Compiles a constraint as the engines' grammar library will (no tokenizer, no model), so an unsupported
-    schema fails before anything loads; returns the compiler's warnings."""
-    from .constraints import check_constraint as compile_check
-
-    return compile_check(constraint, source)
 
 
 def load_engine(model: str | None, device: str = "auto", dtype: str = "auto", revision: str | None = None,

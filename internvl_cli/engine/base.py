@@ -7,22 +7,15 @@ from typing import Literal, Protocol, Union
 
 import numpy as np
 
+from ..decoding.constraints import Constraint
+from ..decoding.repetition import LoopRule
 from ..documents.tiling import TiledImage, TilingConfig
 from ..errors import InternVLError
 
 EngineName = Literal["hf", "vllm", "server"]
 ENGINE_NAMES: tuple[str, ...] = ("hf", "vllm", "server")
-from .repetition import LoopRule
 
 FinishReason = Literal["stop", "length", "repetition"]
-
-
-@dataclass(frozen=True)
-class Constraint:
-    """A decoding constraint, engine-neutral: a JSON Schema (as canonical JSON text) or a grammar's text."""
-
-    kind: Literal["json_schema", "grammar"]
-    spec: str
 
 
 # Evaluation harnesses give InternVL 4,096 new tokens; the densest pages we accept (an IRS 1040 page's text layer

@@ -11,12 +11,14 @@ import numpy as np
 
 from ..errors import ModelLoadError, OutOfMemoryError, short_reason
 from ..documents.tiling import TilingConfig
-from .base import (BatchLimits, Constraint, GenerationRequest, GenerationResult, RequestSource, Sampling,
-                   image_tile_count, image_tiles)
+from .base import (
+    BatchLimits, GenerationRequest, GenerationResult, RequestSource, Sampling, image_tile_count, image_tiles,
+)
+from ..decoding.constraints import Constraint
 from .batching import plan_batches, take_window
 from ..models.config import read_checkpoint_config
 from .prompting import build_prompt
-from .repetition import Loop, LoopDetector, LoopRule
+from ..decoding.repetition import Loop, LoopDetector, LoopRule
 
 _log = logging.getLogger("internvl_cli.engine")
 
@@ -335,8 +337,8 @@ def _constraint_processors(constraint: Constraint | None, tokenizer, batch_size:
     """
     if constraint is None:
         return []
-    from .hf_constraints import constraint_logits_processor
-    from .json_state import wrap_up_start
+    from ..decoding.hf_processor import constraint_logits_processor
+    from ..decoding.json_state import wrap_up_start
 
     return [constraint_logits_processor(tokenizer, constraint, batch_size, eos_token_id=eos_ids,
                                         close_after=wrap_up_start(max_new_tokens))]

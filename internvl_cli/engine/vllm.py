@@ -65,7 +65,7 @@ class VllmEngine:
         except ImportError as exc:
             raise ModelLoadError(f"the vllm engine needs vLLM installed ({short_reason(exc)})",
                                  hint='pip install "internvl-cli[vllm]"') from None
-        from .vllm_wrapup import PROCESSOR_NAME
+        from ..decoding.vllm_processor import PROCESSOR_NAME
 
         kwargs: dict = {
             "model": str(self.model_dir), "dtype": self.dtype, "tensor_parallel_size": self.tensor_parallel_size,

@@ -8,15 +8,11 @@ from collections.abc import Callable
 from dataclasses import asdict
 
 from ..documents.tiling import TiledImage
-from .base import Constraint, FinishReason, GenerationRequest, Sampling
-from .json_state import wrap_up_start
-from .repetition import LoopRule, find_loop
-
-# The keys of vLLM's per-request `extra_args` (server: `vllm_xargs`) read by our logits processor
-# (engine/vllm_wrapup.py): when to start wrapping a constrained answer up, and the loop rule to stop by.
-WRAP_UP_ARG = "internvl_close_after"
-LOOP_ARG = "internvl_loop"
-
+from ..decoding.constraints import Constraint
+from .base import FinishReason, GenerationRequest, Sampling
+from ..decoding.json_state import wrap_up_start
+from ..decoding.repetition import LoopRule, find_loop
+from ..decoding.vllm_processor import LOOP_ARG, WRAP_UP_ARG
 
 def pictures(request: GenerationRequest) -> list:
     """The request's images as PIL pictures at their grid's pixel size (vLLM cuts them into the same grid)."""
@@ -67,14 +63,6 @@ def extra_args(request: GenerationRequest) -> dict:
     if request.constraint is not None:
         args[WRAP_UP_ARG] = wrap_up_start(request.sampling.max_new_tokens)
     return args
-
-
-def loop_rule_from(args: dict) -> LoopRule | None:
-    """The loop rule a request carries in its extra arguments (None: loops are not stopped)."""
-    fields = args.get(LOOP_ARG)
-    if isinstance(fields, str):
-        fields = json.loads(fields)
-    return LoopRule(**fields) if fields else None
 
 
 def finish_answer(tokens: list[int], text: str, finish: str | None, request: GenerationRequest,

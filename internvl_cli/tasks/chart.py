@@ -4,7 +4,7 @@ from __future__ import annotations
 import csv
 import io
 
-from ..engine.base import Constraint
+from ..decoding.constraints import Constraint
 from ..documents.pages import Page
 from .prompts import PromptSet, prompt_set
 from .tables import normalise_numbers, parse_table, table_grammar

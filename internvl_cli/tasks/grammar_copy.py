@@ -16,7 +16,7 @@ does not enforce. Two kinds of change, and only these:
   the engine reads differently from Python's `re` (look-around, backreferences, `\\b`, ...). Each is
   reported in `unenforced`; the answer is always validated against the full original schema.
 
-Nothing here imports a decoding library: the caller compiles the copy (engine.check_constraint).
+Nothing here imports a decoding library: the caller compiles the copy (decoding/constraints.py).
 """
 from __future__ import annotations
 

@@ -5,7 +5,8 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from ..engine.base import Constraint, GenerationRequest, Sampling
+from ..decoding.constraints import Constraint
+from ..engine.base import GenerationRequest, Sampling
 from ..errors import InternVLError
 from ..documents.pages import Page, open_pages
 from ..documents.tiling import TilingConfig, prepare_page

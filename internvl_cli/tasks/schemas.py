@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator
 
 import jsonschema
 
-from ..engine import Constraint, check_constraint
+from ..decoding.constraints import Constraint, check_constraint
 from ..errors import SchemaError
 from ..resources import data_dir
 from .formats import format_checker, missing_checkers

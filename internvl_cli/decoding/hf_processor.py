@@ -1,4 +1,4 @@
-"""Step 3f, constrained decoding with transformers generate(): an llguidance logits processor per batch.
+"""Decoding control for transformers generate(), constraints: an llguidance logits processor per batch.
 
 Grammars are compiled once per (grammar, tokenizer) and copied for every row of every batch. Beyond the
 grammar, the processor keeps every JSON object's keys unique (a grammar cannot: `{"a":1,"a":2}` or an
@@ -19,7 +19,7 @@ import numpy as np
 from llguidance import LLMatcher
 
 from ..errors import SchemaError
-from .base import Constraint
+from .constraints import Constraint
 from .constraints import constraint_grammar, json_grammar
 from .json_state import JsonState
 

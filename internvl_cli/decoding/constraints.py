@@ -1,13 +1,21 @@
-"""Step 3e, decoding constraints -> llguidance grammars: JSON Schema or Lark text compiled and checked, no tokenizer."""
+"""Decoding control, constraints: what an answer must match (a JSON Schema or a Lark grammar), compiled and checked
+by llguidance without a tokenizer (imported only when something is compiled)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from llguidance import LLMatcher
+from typing import Any, Literal
 
 from ..errors import SchemaError
-from .base import Constraint
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """A decoding constraint, engine-neutral: a JSON Schema (as canonical JSON text) or a grammar's text."""
+
+    kind: Literal["json_schema", "grammar"]
+    spec: str
+
 
 # llguidance compile options: compact JSON (no free whitespace) saves tokens and leaves the model no room to ramble.
 JSON_OPTIONS: dict[str, Any] = {"whitespace_flexible": False, "item_separator": ",", "key_separator": ":"}
@@ -15,6 +23,8 @@ JSON_OPTIONS: dict[str, Any] = {"whitespace_flexible": False, "item_separator": 
 
 def json_grammar(schema: dict[str, Any], *, source: str | Path = "<schema>") -> str:
     """The llguidance grammar (compact JSON) for a schema as given; SchemaError if llguidance rejects it."""
+    from llguidance import LLMatcher
+
     try:
         return LLMatcher.grammar_from_json_schema(schema, overrides=JSON_OPTIONS)
     except ValueError as exc:
@@ -23,6 +33,8 @@ def json_grammar(schema: dict[str, Any], *, source: str | Path = "<schema>") -> 
 
 def _compile_check(grammar: str, source: str | Path) -> tuple[str, ...]:
     """Compile the grammar without a tokenizer so unsupported keywords fail at load time, not mid-run."""
+    from llguidance import LLMatcher
+
     is_error, messages = LLMatcher.validate_grammar_with_warnings(grammar, None)
     if is_error:
         cause = " ".join(" ".join(messages).split())
@@ -38,6 +50,8 @@ def _compile_check(grammar: str, source: str | Path) -> tuple[str, ...]:
 def constraint_grammar(constraint: Constraint, source: str | Path = "<schema>") -> str:
     """The llguidance grammar of a constraint: its JSON Schema compiled, or its Lark text as is."""
     import json
+
+    from llguidance import LLMatcher
 
     if constraint.kind == "json_schema":
         return json_grammar(json.loads(constraint.spec), source=source)

@@ -1,4 +1,4 @@
-"""Step 3b, degenerate-loop detection: tells a model stuck repeating itself from a page that really repeats.
+"""Decoding control, degenerate-loop detection: tells a model stuck repeating itself from a page that really repeats.
 
 Pure and streaming, shared by every engine: feed each generated token as it comes (a token id with its text, or
 single characters for engines that only see text), and ask whether the tail has become a loop and where to cut.

@@ -1,4 +1,4 @@
-"""Step 3, following a JSON answer byte by byte as it is generated: strings, keys, open objects (pure Python).
+"""Decoding control, following a JSON answer byte by byte as it is generated: strings, keys, open objects (pure Python).
 
 Shared by the engines' wrap-up of constrained answers (inside a string only a quote ends it) and by the
 transformers engine's unique-key masking.

@@ -1,0 +1,2 @@
+"""Decoding control, shared by the engines: constraints and their grammars, following a JSON answer, loop
+detection, and the logits processors that apply them inside transformers and vLLM."""
