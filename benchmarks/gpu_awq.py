@@ -490,7 +490,7 @@ def check_device(args) -> None:
         raise SystemExit(f"--device {args.device}: torch {torch.__version__} sees no CUDA GPU on this machine. "
                          "Run this on a GPU host, or smoke-test it here with: --tiny --device cpu")
     if "awq" in args.variants:
-        from internvl_cli.engine.awq import require_gptqmodel
+        from internvl_cli.hardware.awq import require_gptqmodel
         from internvl_cli.errors import ModelLoadError
 
         try:

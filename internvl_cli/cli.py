@@ -125,7 +125,7 @@ class _StderrLines(logging.Handler):
 
 
 def _setup_logging(verbose: bool, quiet: bool) -> None:
-    from .engine.quiet import set_third_party_verbose
+    from .quiet import set_third_party_verbose
 
     set_third_party_verbose(verbose)  # -v lets torch, transformers and gptqmodel speak too
     logger = logging.getLogger("internvl_cli")
@@ -462,7 +462,7 @@ def extract(
     """
     from .engine.base import Sampling
     from .tasks.prompts import prompt_set, resolve_system
-    from .tasks.schemas import load_schema
+    from .schema.loading import load_schema
     from .tasks.extract import ExtractOptions, ExtractTask, answer_budget
 
     with _exit_on_error():
@@ -537,7 +537,7 @@ def schemas(ctx: typer.Context) -> None:
       internvl schemas show invoice
       internvl extract scan.pdf --schema invoice
     """
-    from .tasks.schemas import list_schemas
+    from .schema.loading import list_schemas
 
     if ctx.invoked_subcommand is not None:
         return
@@ -554,7 +554,7 @@ def schemas_show(
                                  "enforces), and on stderr what is validated but not enforced."),
 ) -> None:
     """Print a schema as JSON: copy a shipped one to start your own, or see what a concise list means."""
-    from .tasks.schemas import load_schema, show_schema
+    from .schema.loading import load_schema, show_schema
 
     with _exit_on_error():
         if not grammar:
@@ -861,7 +861,7 @@ def _inspect_prompts(paths, prompt, anchored_prompt, task_name, schema, system, 
     if command == "extract":
         if schema is None:
             raise UsageError("extract prompts need --schema (its fields go into the prompt)")
-        from .tasks.schemas import load_schema
+        from .schema.loading import load_schema
 
         loaded = load_schema(schema)
     engine = _open_engine(model, "cpu", "auto")

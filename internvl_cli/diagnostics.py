@@ -22,12 +22,12 @@ def _version(name: str) -> str | None:
 
 def diagnose(device: str = "auto", awq_kernel: str = "auto", machine=None) -> dict:
     """A flat report of one-line values (lists for several); never raises for a missing GPU or package, it says
-    so instead. `machine` (engine/gpu.py's Machine) replaces probing this one, for tests."""
+    so instead. `machine` (hardware/machine.py's Machine) replaces probing this one, for tests."""
     from . import __version__
-    from .engine import gpu
+    from .hardware.device import capability_of, choose_attention, choose_device, choose_dtype
 
     if machine is None:
-        from .engine.machine import probe_machine
+        from .hardware.machine import probe_machine
 
         machine = probe_machine(toolchain=True, cached_kernels=_version("gptqmodel") is not None, smi=True)
     report: dict = {"internvl-cli": __version__, "python": platform.python_version()}
@@ -41,17 +41,17 @@ def diagnose(device: str = "auto", awq_kernel: str = "auto", machine=None) -> di
                                                             if g.free_bytes is not None else "")
                       for g in machine.gpus] or ["none visible to torch"]
     try:
-        choice = gpu.choose_device(machine, device)
+        choice = choose_device(machine, device)
     except InternVLError as error:
         report["device"] = f"a run with --device {device} stops: {error.one_line()}"
         choice = None
     else:
         report["device"] = f"{choice.device} (--device {device}): {choice.reason}"
     target = choice.device if choice else "cpu"
-    capability = gpu.capability_of(machine, target)
-    report["dtype"] = (f"AWQ: {gpu.choose_dtype('auto', target, capability, True)}, "
-                       f"unquantized: {gpu.choose_dtype('auto', target, capability, False)}")
-    report["attention"] = gpu.choose_attention(target, capability, gpu.choose_dtype("auto", target, capability, False),
+    capability = capability_of(machine, target)
+    report["dtype"] = (f"AWQ: {choose_dtype('auto', target, capability, True)}, "
+                       f"unquantized: {choose_dtype('auto', target, capability, False)}")
+    report["attention"] = choose_attention(target, capability, choose_dtype("auto", target, capability, False),
                                                machine.installed)
     report["awq kernel"] = _kernel_line(machine, target, awq_kernel)
     report["toolchain"] = _toolchain_line(machine)
@@ -93,7 +93,7 @@ def _driver_line(driver) -> str:
 
 
 def _kernel_line(machine, device: str, forced: str) -> str:
-    from .engine.gpu import choose_awq_kernel
+    from .hardware.kernels import choose_awq_kernel
 
     try:
         choice = choose_awq_kernel(machine, device, "float16" if device.startswith("cuda") else "bfloat16", forced)
@@ -112,7 +112,7 @@ def _kernel_line(machine, device: str, forced: str) -> str:
 
 
 def _toolchain_line(machine) -> str:
-    from .engine.gpu import toolchain_problem
+    from .hardware.kernels import toolchain_problem
 
     tools = machine.toolchain
     nvcc = (f"nvcc {'.'.join(map(str, tools.nvcc_version))} ({tools.nvcc})" if tools.nvcc and tools.nvcc_version
@@ -128,7 +128,7 @@ def _toolchain_line(machine) -> str:
 
 
 def _cache_line(machine) -> str:
-    from .engine.machine import kernel_cache_dir
+    from .hardware.machine import kernel_cache_dir
 
     cached = ", ".join(sorted(machine.cached_kernels)) or "none"
     return f"{cached} (in {kernel_cache_dir()})"
@@ -137,16 +137,17 @@ def _cache_line(machine) -> str:
 def warm(device: str = "auto", awq_kernel: str = "auto", machine=None) -> str:
     """Build the AWQ kernel a run would use now, so that the first real run (a cron job) does not wait for it.
     Returns what was done; raises the build's error."""
-    from .engine import gpu
-    from .engine.awq import build_kernel, require_gptqmodel
+    from .hardware.awq import build_kernel, require_gptqmodel
+    from .hardware.device import choose_device
+    from .hardware.kernels import choose_awq_kernel
 
     if machine is None:
-        from .engine.machine import probe_machine
+        from .hardware.machine import probe_machine
 
         require_gptqmodel()
         machine = probe_machine(toolchain=True, cached_kernels=True)
-    target = gpu.choose_device(machine, device).device
-    choice = gpu.choose_awq_kernel(machine, target, "float16" if target.startswith("cuda") else "bfloat16",
+    target = choose_device(machine, device).device
+    choice = choose_awq_kernel(machine, target, "float16" if target.startswith("cuda") else "bfloat16",
                                    awq_kernel)
     if choice.extension is None:
         return f"nothing to build: the {choice.kernel.name} kernel on {target} needs no compiling"

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import tiny_awq
-from internvl_cli.engine import awq
+from internvl_cli.hardware import awq
 from internvl_cli.errors import ModelLoadError
 
 # AWQ (CPU kernel, bfloat16) vs the same model with the dequantized weights in float32. Measured over seeds

@@ -13,8 +13,8 @@ import pytest
 
 import tiny_awq
 from conftest import REPO, SAMPLES
-from internvl_cli.engine import awq
-from internvl_cli.engine.gpu import KERNELS, KernelChoice
+from internvl_cli.hardware import awq
+from internvl_cli.hardware.kernels import KERNELS, KernelChoice
 from internvl_cli.errors import ModelLoadError
 
 needs_gptqmodel = pytest.mark.skipif(__import__("importlib").util.find_spec("gptqmodel") is None,

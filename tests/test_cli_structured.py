@@ -7,7 +7,7 @@ import json
 
 from conftest import SAMPLES
 from internvl_cli.errors import ExitCode
-from internvl_cli.tasks.schemas import load_schema
+from internvl_cli.schema.loading import load_schema
 
 
 def test_extract_prints_one_schema_valid_line_per_document(cli, tiny_model):

@@ -212,7 +212,7 @@ def test_awq_converted_logits_equal_native(awq_pair):
     def load(path: Path):
         kwargs = {"dtype": torch.bfloat16}
         try:
-            from internvl_cli.engine.awq import awq_load_kwargs
+            from internvl_cli.hardware.awq import awq_load_kwargs
 
             kwargs.update(awq_load_kwargs(json.loads((path / "config.json").read_text()), "cpu"))
         except ImportError:

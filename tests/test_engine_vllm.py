@@ -141,7 +141,7 @@ def test_prompt_tokens_equal_our_tiles_and_prompt(vllm_engine, max_tiles):
 
     from internvl_cli.documents.tiling import prepare_image
     from internvl_cli.engine.base import GenerationRequest, Sampling
-    from internvl_cli.engine.prompting import build_prompt
+    from internvl_cli.models.prompting import build_prompt
 
     tiling = vllm_engine.tiling.with_limits(None, max_tiles)
     requests = []

@@ -19,7 +19,7 @@ from internvl_cli.tasks.extract import (
     answer_budget,
     describe_fields,
 )
-from internvl_cli.tasks.schemas import check_schema
+from internvl_cli.schema.loading import check_schema
 
 FILE = Path("doc.pdf")
 

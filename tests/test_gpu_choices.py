@@ -6,10 +6,10 @@ from dataclasses import replace
 
 import pytest
 
-from internvl_cli.engine.gpu import (
-    CPU_COMFORT_BYTES, KERNELS, Driver, Gpu, Machine, ModelDims, Toolchain, choose_attention, choose_awq_kernel,
-    choose_device, choose_dtype, default_batch_limits, toolchain_problem, triton_problem, why_no_cuda,
-)
+from internvl_cli.hardware.device import CPU_COMFORT_BYTES, choose_attention, choose_device, choose_dtype, why_no_cuda
+from internvl_cli.hardware.kernels import KERNELS, choose_awq_kernel, toolchain_problem, triton_problem
+from internvl_cli.hardware.machine import Driver, Gpu, Machine, Toolchain
+from internvl_cli.hardware.batch_sizing import ModelDims, default_batch_limits
 from internvl_cli.errors import ExitCode, ModelLoadError, UsageError
 
 GiB = 2**30
@@ -285,7 +285,7 @@ def test_batch_limits_grow_with_free_memory_and_stay_sane():
 
 
 def test_a_run_takes_the_engines_limits_unless_the_user_gave_them():
-    from internvl_cli.engine.gpu import BatchDefaults
+    from internvl_cli.hardware.batch_sizing import BatchDefaults
     from internvl_cli.runs.batch import BatchSettings, _run_options
 
     class Engine:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import tiny_awq
-from internvl_cli.engine import awq
+from internvl_cli.hardware import awq
 from internvl_cli.errors import ModelLoadError
 from test_awq import LOGIT_ATOL, _inputs, _logits
 
@@ -34,7 +34,7 @@ def reference_logits(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def machine():
-    from internvl_cli.engine.machine import probe_machine
+    from internvl_cli.hardware.machine import probe_machine
 
     return probe_machine(toolchain=True, cached_kernels=True)
 
@@ -44,7 +44,7 @@ def machine():
 @pytest.mark.parametrize("kernel", ["auto", "marlin", "exllamav2", "gemm", "triton", "torch"])
 def test_the_tiny_awq_model_through_each_kernel_this_machine_allows(kernel, awq_dir, reference_logits, machine):
     from internvl_cli.engine import load_engine
-    from internvl_cli.engine.gpu import choose_awq_kernel
+    from internvl_cli.hardware.kernels import choose_awq_kernel
 
     try:
         expected = choose_awq_kernel(machine, "cuda", "float16", kernel)

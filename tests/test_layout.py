@@ -14,14 +14,11 @@ from conftest import REPO
 PACKAGE = REPO / "internvl_cli"
 # Heavy libraries that only the engines (and the quantizer, which drives gptqmodel) may import.
 ENGINE_ONLY = ("torch", "transformers", "llguidance", "vllm", "gptqmodel", "xgrammar")
-# Which step folder may import which: a step may use the ones before it, never the ones after it.
-MAY_NOT_IMPORT = {
-    "documents": ("engine", "tasks", "runs", "models", "cli"),
-    "engine": ("tasks", "runs", "cli"),
-    "models": ("tasks", "runs", "cli"),
-    "tasks": ("runs", "cli"),
-    "runs": ("cli",),
-}
+# The folders in data-flow order: a folder may use the ones before it, never the ones after it. Beside the steps
+# proper (documents, engine, tasks, runs) stand what engines are built from: the machine (hardware), the
+# checkpoint (models), decoding control, and JSON Schemas (schema), which tasks hand to engines as constraints.
+FOLDERS = ("documents", "hardware", "models", "decoding", "schema", "engine", "tasks", "runs", "cli")
+MAY_NOT_IMPORT = {folder: FOLDERS[i + 1:] for i, folder in enumerate(FOLDERS[:-1])}
 
 
 def module_name(path: Path) -> str:
@@ -69,7 +66,7 @@ def test_every_folder_says_which_step_it_owns():
     for name, path in MODULES.items():
         first = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8")))
         assert first and first.strip(), f"{name} has no docstring saying what it owns"
-    for folder in ("documents", "engine", "models", "tasks", "runs"):
+    for folder in FOLDERS:
         assert (PACKAGE / folder / "__init__.py").is_file()
 
 

@@ -11,7 +11,7 @@ from conftest import REPO, SAMPLES
 def test_core_imports_without_the_cli_packages():
     code = ("import sys; sys.modules['typer'] = None; sys.modules['rich'] = None\n"
             "import internvl_cli.runs.batch, internvl_cli.tasks.ocr, internvl_cli.tasks.chart, internvl_cli.tasks.extract\n"
-            "import internvl_cli.engine.hf, internvl_cli.models.convert, internvl_cli.tasks.schemas\n"
+            "import internvl_cli.engine.hf, internvl_cli.models.convert, internvl_cli.schema.loading\n"
             "print('ok')")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr

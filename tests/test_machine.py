@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from internvl_cli.engine import machine
-from internvl_cli.engine.gpu import Driver, Gpu, Machine, Toolchain
+from internvl_cli.hardware import machine
+from internvl_cli.hardware.machine import Driver, Gpu, Machine, Toolchain
 
 PROC_VERSION = ("NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.54.15  Tue Mar  5 22:23:56 UTC 2024\n"
                 "GCC version:  gcc version 12.2.0 (Debian 12.2.0-14)\n")

@@ -9,7 +9,7 @@ from PIL import Image
 from transformers import AutoTokenizer, InternVLProcessor
 from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import GotOcr2ImageProcessorPil
 
-from internvl_cli.engine.prompting import build_prompt, scrub_special_tokens
+from internvl_cli.models.prompting import build_prompt, scrub_special_tokens
 from internvl_cli.documents.tiling import TilingConfig, tile_image
 
 

@@ -16,7 +16,8 @@ import pytest
 
 from conftest import REPO, SAMPLES, ListSink
 from internvl_cli.errors import SchemaError
-from internvl_cli.tasks.schemas import check_schema, parse_answer
+from internvl_cli.schema.loading import check_schema
+from internvl_cli.schema.answers import parse_answer
 from schema_suite import FORMAT_ANNOTATION_CASES, cases, reference_errors
 
 # What may refuse a schema: a reference or meta-schema outside the document, or no valid value at all.

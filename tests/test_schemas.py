@@ -8,18 +8,10 @@ import re
 import pytest
 
 from internvl_cli.errors import ExitCode, SchemaError
-from internvl_cli.tasks import formats
-from internvl_cli.tasks.grammar_copy import NUMBER_LIMIT, unsupported_regex
-from internvl_cli.tasks.schemas import (
-    Answer,
-    check_schema,
-    choose_answer,
-    load_schema,
-    majority_vote,
-    parse_answer,
-    parse_concise,
-    read_schema_spec,
-)
+from internvl_cli.schema import formats
+from internvl_cli.schema.lowering import NUMBER_LIMIT, unsupported_regex
+from internvl_cli.schema.answers import Answer, choose_answer, majority_vote, parse_answer
+from internvl_cli.schema.loading import check_schema, load_schema, parse_concise, read_schema_spec
 from schema_suite import format_cases, reference_errors
 
 

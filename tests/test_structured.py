@@ -16,8 +16,9 @@ from internvl_cli.errors import ExitCode, SchemaError
 from internvl_cli.decoding.constraints import json_grammar as _json_grammar
 from internvl_cli.decoding.hf_processor import grammar_logits_processor, ll_tokenizer
 from internvl_cli.decoding.hf_processor import json_logits_processor as _json_logits_processor
-from internvl_cli.tasks.formats import grammar_pattern
-from internvl_cli.tasks.schemas import check_schema, list_schemas, load_schema, majority_vote, parse_answer
+from internvl_cli.schema.formats import grammar_pattern
+from internvl_cli.schema.loading import check_schema, list_schemas, load_schema
+from internvl_cli.schema.answers import majority_vote, parse_answer
 from internvl_cli.tasks.tables import is_rectangular, normalise_number, normalise_numbers, parse_table, table_grammar
 
 
@@ -270,7 +271,7 @@ def test_schema_errors_come_before_any_model_or_torch_import(tmp_path):
     path.write_text('{"type": 12}')
     code = (
         "import sys\n"
-        "from internvl_cli.tasks.schemas import load_schema\n"
+        "from internvl_cli.schema.loading import load_schema\n"
         "from internvl_cli.errors import SchemaError\n"
         f"try:\n    load_schema({str(path)!r})\nexcept SchemaError as e:\n    print(e.one_line())\n"
         "assert 'torch' not in sys.modules and 'transformers' not in sys.modules\n"

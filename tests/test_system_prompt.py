@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import SAMPLES
-from internvl_cli.engine.prompting import build_prompt, default_system_message
+from internvl_cli.models.prompting import build_prompt, default_system_message
 from internvl_cli.errors import ExitCode
 from internvl_cli.models.convert import (
     CONVERTER_VERSION, MARKER_FILE, NATIVE_CHAT_TEMPLATE, convert_checkpoint, native_chat_template,

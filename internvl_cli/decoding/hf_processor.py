@@ -361,7 +361,7 @@ def json_logits_processor(
     eos_token_id: int | Sequence[int] | None = None, close_after: int | None = None,
 ) -> GrammarLogitsProcessor:
     """A processor holding every row to compact JSON valid under `schema`, as given (tasks pass the
-    grammar's copy of a user schema, `tasks.schemas.grammar_schema`).
+    grammar's copy of a user schema, `schema.loading.LoadedSchema.grammar`).
 
     `eos_token_id`: the ids that end generation (generation_config.eos_token_id); default the tokenizer's.
     `close_after`: from this many generated tokens on, steer each row to finish its JSON (see

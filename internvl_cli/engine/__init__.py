@@ -30,7 +30,7 @@ def load_engine(model: str | None, device: str = "auto", dtype: str = "auto", re
     """Resolves `model` (preset, hub id or local path) for the chosen backend (transformers by default);
     weights load on `load()` or on the first `generate()`. For `server`, `model` names the served model
     (optional when the servers serve one) and, when it is a local checkpoint, supplies the tiling settings.
-    `awq_kernel` forces one of engine/gpu.py's KERNELS for AWQ checkpoints on the transformers engine; None
+    `awq_kernel` forces one of hardware/kernels.py's KERNELS for AWQ checkpoints on the transformers engine; None
     means the engine will not generate (only its configs are read), so AWQ support is not checked."""
     settings = settings or EngineSettings()
     if settings.kind not in ENGINE_NAMES:
@@ -112,7 +112,7 @@ def _check_awq_support(model: str) -> None:
 
     from ..errors import ModelLoadError
     from ..models.presets import find_preset
-    from .awq import INSTALL_HINT
+    from ..hardware.awq import INSTALL_HINT
 
     preset = find_preset(model)
     if preset is None or preset.quantization != "awq":

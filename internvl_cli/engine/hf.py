@@ -17,7 +17,7 @@ from .base import (
 from ..decoding.constraints import Constraint
 from .batching import plan_batches, take_window
 from ..models.config import read_checkpoint_config
-from .prompting import build_prompt
+from ..models.prompting import build_prompt
 from ..decoding.repetition import Loop, LoopDetector, LoopRule
 
 _log = logging.getLogger("internvl_cli.engine")
@@ -40,7 +40,7 @@ class TransformersEngine:
         self.device = device
         self.dtype = dtype
         self.awq_kernel = awq_kernel
-        self.kernel = None  # the AWQ KernelChoice a load made (engine/gpu.py)
+        self.kernel = None  # the AWQ KernelChoice a load made (hardware/kernels.py)
         self.attention = None
         self._machine = None
         self._config = read_checkpoint_config(self.model_dir)
@@ -87,9 +87,10 @@ class TransformersEngine:
         """Loads the tokenizer and the weights (once)."""
         if self.model is not None:
             return
-        from .gpu import capability_of, choose_attention, choose_awq_kernel, choose_device, choose_dtype
-        from .machine import probe_machine
-        from .quiet import quiet_third_party
+        from ..hardware.device import capability_of, choose_attention, choose_device, choose_dtype
+        from ..hardware.kernels import choose_awq_kernel
+        from ..hardware.machine import probe_machine
+        from ..quiet import quiet_third_party
 
         quiet_third_party()
         import torch  # torch is imported only by engines, and only when weights are needed
@@ -114,9 +115,9 @@ class TransformersEngine:
             self.dtype = self.model.dtype
 
     def batch_limits(self, max_tiles: int = 12, max_new_tokens: int = 1024):
-        """Default --batch-size / --batch-tiles for this model on its device (engine/gpu.py), after `load()`."""
-        from .gpu import CPU_BATCH, ModelDims, default_batch_limits
-        from .machine import free_gpu_bytes
+        """Default --batch-size / --batch-tiles for this model on its device (hardware/batch_sizing.py), after `load()`."""
+        from ..hardware.batch_sizing import CPU_BATCH, ModelDims, default_batch_limits
+        from ..hardware.machine import free_gpu_bytes
 
         free = free_gpu_bytes(self.device) if str(self.device).startswith("cuda") else None
         if free is None:
@@ -366,7 +367,7 @@ def _weight_bytes(model_dir: Path) -> int:
 
 def _quantization(config: dict, model_dir: Path) -> str | None:
     """"awq" or None; other schemes are refused here rather than half-loaded by transformers."""
-    from .awq import quantization_config_of
+    from ..hardware.awq import quantization_config_of
 
     method = str((quantization_config_of(config) or {}).get("quant_method") or "").lower() or None
     if method in (None, "awq"):
@@ -443,7 +444,7 @@ def _load_model(model_dir: Path, config: dict, device: str, dtype, quantization:
         base["attn_implementation"] = attention
     if quantization != "awq":
         return _from_pretrained(model_dir, base, device), None
-    from .awq import awq_load_kwargs, load_with_kernel, settle_dtype
+    from ..hardware.awq import awq_load_kwargs, load_with_kernel, settle_dtype
 
     def load(choice):
         kwargs = {**base, **awq_load_kwargs(config, device, dtype,
@@ -460,7 +461,7 @@ def _load_model(model_dir: Path, config: dict, device: str, dtype, quantization:
 def _from_pretrained(model_dir: Path, kwargs: dict, device: str):
     from transformers import AutoModelForImageTextToText
 
-    from .quiet import quiet_imported_libraries, stdout_to_stderr
+    from ..quiet import quiet_imported_libraries, stdout_to_stderr
 
     quiet_imported_libraries()
     try:

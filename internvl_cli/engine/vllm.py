@@ -17,7 +17,7 @@ from ..documents.tiling import TilingConfig
 from ..errors import InternVLError, ModelLoadError, UsageError, short_reason
 from .base import BatchLimits, GenerationRequest, GenerationResult, Outcome, RequestSource, Tag
 from .batching import generate_in_order
-from .prompting import chat_prompt
+from ..models.prompting import chat_prompt
 from .vllm_requests import extra_args, finish_answer, pictures, sampling_fields, structured_outputs, tile_budget
 
 # Requests handed to vLLM beyond what it runs at once, so its scheduler always has a waiting page to admit.

@@ -659,7 +659,7 @@ def source_system_message(src: Path, source: dict, tokenizer) -> str | None:
     return CONVERSATION_SYSTEM_MESSAGES.get(str(source.get("template")))
 
 
-# ChatML, as every InternVL template is (engine/prompting.py reads system turns the same way).
+# ChatML, as every InternVL template is (models/prompting.py reads system turns the same way).
 _SYSTEM_TURN_START = "<|im_start|>system\n"
 _TURN_END = "<|im_end|>"
 

@@ -1,7 +1,7 @@
 """Quantize step: a 4-bit AWQ (GEMM) copy of a native InternVL checkpoint, language model only, made with gptqmodel.
 
 The vision tower, the projector and lm_head stay 16-bit. Calibration runs each image through the product's own
-tiling and prompt (tiling.py, engine/prompting.py), so the activations AWQ scales for are the ones seen in use.
+tiling and prompt (tiling.py, models/prompting.py), so the activations AWQ scales for are the ones seen in use.
 
 Cost, ESTIMATES only (not measured here; no GPU was available when this was written), for 64 calibration
 pages at 6 tiles on one recent GPU: InternVL3-1B ~5 min and <8 GB GPU memory; -2B ~10 min, <12 GB;
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from typing import TYPE_CHECKING
 
-from ..engine.awq import RUNTIME_SKIPS, gptqmodel_output_to_stderr, require_gptqmodel
+from ..hardware.awq import RUNTIME_SKIPS, gptqmodel_output_to_stderr, require_gptqmodel
 from .config import read_checkpoint_config
 from ..errors import DeviceError, InputFileError, ModelLoadError, OutputError, UsageError
 
@@ -192,7 +192,7 @@ class CalibrationProcessor:
         import torch
         from transformers import BatchFeature
 
-        from ..engine.prompting import build_prompt
+        from .prompting import build_prompt
         from ..documents.tiling import tile_image
 
         if len(conversations) != 1:

@@ -128,7 +128,7 @@ def run_documents(task: Task, engine: Engine, settings: BatchSettings, fmt: str,
 
 
 def _run_options(settings: BatchSettings, engine: Engine | None) -> RunOptions:
-    """Batch limits: as given, else the loaded engine's defaults (engine/gpu.py sizes them from free GPU memory),
+    """Batch limits: as given, else the loaded engine's defaults (hardware/batch_sizing.py sizes them from free GPU memory),
     else 8 pages and 64 tiles."""
     pages, tiles = settings.batch_size, settings.batch_tiles
     if (pages is None or tiles is None) and engine is not None and hasattr(engine, "batch_limits"):

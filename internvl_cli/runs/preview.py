@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..engine.base import Engine
-from ..engine.prompting import ImageTokens, collapse_image_tokens
+from ..models.prompting import ImageTokens, collapse_image_tokens
 from ..errors import UsageError
 from ..tasks.base import Task
 

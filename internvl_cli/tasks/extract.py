@@ -13,7 +13,8 @@ from ..engine.base import GenerationRequest, Sampling
 from ..errors import InvalidOutputError, UsageError
 from .base import DocumentResult, Outcome, Unit, check_readable, clean_value, digest, json_line
 from .prompts import PromptSet, prompt_set
-from .schemas import Answer, LoadedSchema, choose_answer, parse_answer
+from ..schema.answers import Answer, choose_answer, parse_answer
+from ..schema.loading import LoadedSchema
 
 MAX_ANCHOR_CHARS = 6000
 # The schema's documentation in the prompt is bounded: a 2 MB schema must not become a 1.4M-token prompt.

@@ -1,4 +1,4 @@
-"""Step 4f, the grammar's copy of a JSON Schema: what a grammar engine can enforce, and what it leaves to validation.
+"""Schema lowering, the grammar's copy of a JSON Schema: what a grammar engine can enforce, and what it leaves to validation.
 
 `grammar_copy()` turns any schema of drafts 6, 7, 2019-09 or 2020-12 into one plain 2020-12 schema that
 a JSON-Schema grammar engine (llguidance; vLLM's structured outputs) compiles, and lists what the copy
@@ -7,7 +7,7 @@ does not enforce. Two kinds of change, and only these:
 - **Tightenings** keep every answer the grammar allows valid: numbers are bounded (+-1e15, so no
   exponent can overflow a float) with exclusive and big-integer bounds rounded inward to exact floats;
   positions that accept "anything" accept any JSON with bounded numbers; `format` becomes the format's
-  pattern (tasks/formats.py); references all point into one `$defs` table; keywords that are exactly
+  pattern (schema/formats.py); references all point into one `$defs` table; keywords that are exactly
   expressible another way are rewritten (`oneOf` of disjoint types, `not` of a type, `unevaluated*`
   without applicators, integers written as 2.0).
 - **Relaxations** drop what no grammar can hold: `uniqueItems`, `contains`, `not`, `if`/`then`/`else`,

@@ -1,5 +1,5 @@
-"""Step 3, engines: what this machine reports (torch and its GPUs, the NVIDIA driver the OS shows, compilers,
-cached AWQ kernels), gathered into engine/gpu.py's `Machine` for the choices made there."""
+"""Hardware, the facts: what this machine reports (torch and its GPUs, the NVIDIA driver the OS shows, compilers,
+cached AWQ kernels), gathered into one `Machine` that the choices in hardware/ are pure functions of."""
 from __future__ import annotations
 
 import importlib.util
@@ -11,10 +11,82 @@ import sys
 import sysconfig
 import warnings
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-from .gpu import Driver, Gpu, Machine, Toolchain
+
+@dataclass(frozen=True)
+class Gpu:
+    """One CUDA device as torch sees it."""
+
+    index: int
+    name: str
+    capability: tuple[int, int]
+    total_bytes: int
+    free_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class Driver:
+    """What the operating system shows of an NVIDIA driver, whether or not torch can use it."""
+
+    version: str | None = None  # kernel module version, /proc/driver/nvidia/version (or nvidia-smi)
+    cuda_version: str | None = None  # the newest CUDA this driver runs, from nvidia-smi's header
+    gpus: tuple[str, ...] = ()  # GPU models from /proc/driver/nvidia/gpus/*/information or nvidia-smi
+    device_nodes: tuple[str, ...] = ()  # /dev/nvidia0, /dev/nvidia1, ...
+
+    @property
+    def present(self) -> bool:
+        return bool(self.version or self.gpus)
+
+
+@dataclass(frozen=True)
+class Toolchain:
+    """What compiling gptqmodel's CUDA kernels (torch cpp_extension) and Triton's launcher needs."""
+
+    nvcc: str | None = None
+    nvcc_version: tuple[int, int] | None = None
+    ninja: str | None = None
+    cxx: str | None = None  # host C++ compiler for cpp_extension (CXX, c++, g++, clang++)
+    cc: str | None = None  # host C compiler Triton builds its launcher with (CC, cc, gcc, clang)
+    python_headers: bool = True  # Python.h, which Triton's launcher includes
+
+
+@dataclass(frozen=True)
+class Machine:
+    """Everything the engine's choices depend on; `probe_machine` fills it in, tests build it by hand."""
+
+    torch_version: str = "2.13.0"
+    torch_cuda: str | None = None  # torch.version.cuda; None for a CPU-only build
+    cuda_error: str | None = None  # what torch said when CUDA did not initialise
+    gpus: tuple[Gpu, ...] = ()  # the CUDA devices torch can use
+    driver: Driver = field(default_factory=Driver)
+    toolchain: Toolchain = field(default_factory=Toolchain)
+    triton: str | None = None  # Triton's version, when installed (CUDA torch wheels bring it)
+    cpu_int4pack: bool = True  # torch has the ATen int4pack CPU matmul (torch >= 2.5)
+    cached_kernels: frozenset[str] = frozenset()  # gptqmodel JIT extensions already built for this torch/GPU
+    memory_bytes: int | None = None  # system RAM
+    installed: frozenset[str] = frozenset()  # optional accelerators found: "flash_attn"
+
+
+def cuda_major(version: str | None) -> int:
+    """The major number of a CUDA or driver version string ("13.0" -> 13; 0 when unreadable)."""
+    try:
+        return int(str(version).split(".")[0])
+    except ValueError:
+        return 0
+
+
+def version_tuple(version: str | None) -> tuple[int, ...] | None:
+    """"580.65.06" -> (580, 65, 6), for comparing driver versions; None when there is none."""
+    if not version:
+        return None
+    parts = re.findall(r"\d+", version)
+    return tuple(int(p) for p in parts) if parts else None
+
+
+# ---------------------------------------------------------------------------------------------- probing
 
 # The gptqmodel extensions `auto` may use (never Machete: computing its cache key fetches CUTLASS).
 CACHEABLE_EXTENSIONS = ("marlin_fp16", "marlin_bf16", "exllamav2_awq", "awq")
@@ -25,7 +97,7 @@ def probe_machine(*, toolchain: bool = True, cached_kernels: bool = False, free_
     """The facts of this machine. torch is imported (quietly); gptqmodel only when `cached_kernels` is asked for
     and a GPU is there. `free_memory` initialises CUDA on each device to read its free memory; nvidia-smi runs
     when `smi`, by default only when torch sees no GPU (to tell why)."""
-    from .quiet import quiet_third_party
+    from ..quiet import quiet_third_party
 
     quiet_third_party()
     import torch
@@ -244,7 +316,7 @@ def kernel_cache_dir() -> Path:
 def cached_extensions(names: Iterable[str]) -> frozenset[str]:
     """Which of gptqmodel's JIT extensions already have a build for this torch, CUDA and GPU set, by asking
     gptqmodel for each one's fingerprinted build folder (its private API: any failure means "not cached")."""
-    from .quiet import quiet_logbar, quiet_third_party, stdout_to_stderr
+    from ..quiet import quiet_logbar, quiet_third_party, stdout_to_stderr
 
     if importlib.util.find_spec("gptqmodel") is None:
         return frozenset()

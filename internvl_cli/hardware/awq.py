@@ -1,4 +1,4 @@
-"""Step 3, engines: what loading an AWQ (4-bit GEMM) InternVL checkpoint through transformers + gptqmodel needs:
+"""Hardware, AWQ loading: what loading an AWQ (4-bit GEMM) InternVL checkpoint through transformers + gptqmodel needs:
 the config fixes, the kernel named explicitly, and building a compiled kernel with a note and progress."""
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # heavy imports, only for annotations
     import torch
     from transformers import PretrainedConfig
 
-    from .gpu import KernelChoice
+    from .kernels import KernelChoice
 
 log = logging.getLogger("internvl_cli.engine")
 
@@ -101,7 +101,7 @@ def require_gptqmodel() -> str:
     except importlib.metadata.PackageNotFoundError:
         raise ModelLoadError("AWQ checkpoints need the gptqmodel package, which is not installed",
                              hint=INSTALL_HINT) from None
-    from .quiet import quiet_imported_libraries, quiet_logbar, quiet_third_party
+    from ..quiet import quiet_imported_libraries, quiet_logbar, quiet_third_party
 
     quiet_third_party()  # its banner and notices come at import time
     quiet_logbar()

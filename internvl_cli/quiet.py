@@ -1,4 +1,4 @@
-"""Step 3, engines: keeping third-party chatter (gptqmodel's banner and notices, torchao's load failures, torch's
+"""Keeping third-party chatter (gptqmodel's banner and notices, torchao's load failures, torch's
 and transformers' warnings) off stderr and stdout unless verbose output was asked for.
 
 Nothing here imports torch; the switches are set before the engines import their libraries, so messages printed

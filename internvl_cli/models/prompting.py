@@ -1,4 +1,4 @@
-"""Step 3a, prompt construction: the checkpoint's chat template, each image expanded as InternVLProcessor does."""
+"""Step 0, a checkpoint's prompts: its chat template rendered, each image expanded as InternVLProcessor does."""
 from __future__ import annotations
 
 import re

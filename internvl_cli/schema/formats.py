@@ -1,4 +1,4 @@
-"""Step 4f, string formats for extract: the grammar's pattern for each JSON Schema format and the format checker.
+"""Schema formats, string formats for extract: the grammar's pattern for each JSON Schema format and the format checker.
 
 Every pattern here is a conservative subset of what the format's checker accepts (jsonschema's checkers,
 with its `format-nongpl` extras): whatever the grammar lets the model write under `format` is a valid
