@@ -13,11 +13,13 @@ from typing import Any
 
 from typer.core import TyperGroup
 
-from .errors import UsageError
+from ..errors import UsageError
 from .userconfig import load_config
 
 try:  # Typer 0.2x vendors its own copy of Click: its exceptions and context stack are the ones in play
-    from typer._click import core as _core, exceptions as _exceptions, globals as _globals
+    from typer._click import core as _core
+    from typer._click import exceptions as _exceptions
+    from typer._click import globals as _globals
 except ImportError:  # older Typer runs on Click itself
     import click as _core  # type: ignore[no-redef]
 

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .errors import UsageError
+from ..errors import UsageError
 
 CONFIG_ENV = "INTERNVL_CLI_CONFIG"  # a different file (tests, several profiles)
 

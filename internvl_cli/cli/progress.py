@@ -1,11 +1,11 @@
-"""Progress on stderr for the CLI: a rich bar on a terminal, one plain log line per document otherwise."""
+"""Progress on stderr: a rich bar on a terminal, one plain log line per document otherwise."""
 from __future__ import annotations
 
 import sys
 import time
 from pathlib import Path
 
-from .runner import SilentProgress
+from ..runs.runner import SilentProgress
 
 
 class LineProgress:

@@ -1,0 +1,260 @@
+"""Options the document commands share, declared once, and the checks they run before anything loads."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..decoding.repetition import LoopRule
+from ..engine.base import DEFAULT_MAX_NEW_TOKENS
+from ..errors import UsageError
+from ..models.presets import DEFAULT_MODEL
+
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+DTYPES = ("auto", "bfloat16", "float16", "float32")
+
+
+def check_device(value: str) -> str:
+    """Syntax only (before anything loads); whether the device exists is the engine's question."""
+    if value is not None and not DEVICE_PATTERN.fullmatch(value):
+        raise typer.BadParameter(f"'{value}' is not a device: use auto, cpu, cuda or cuda:N")
+    return value
+
+
+def check_dtype(value: str) -> str:
+    if value is not None and value not in DTYPES:
+        raise typer.BadParameter(f"'{value}' is not one of {', '.join(DTYPES)}")
+    return value
+
+
+def preset_names(incomplete: str) -> list[str]:
+    from ..models.presets import PRESETS
+
+    return [name for name in PRESETS if name.startswith(incomplete)]
+
+
+ModelOpt = typer.Option(DEFAULT_MODEL, "--model", "-m", envvar="INTERNVL_MODEL", autocompletion=preset_names,
+                        help="Preset name (see `internvl models`), hub id, or local checkpoint directory.")
+
+
+DeviceOpt = typer.Option("auto", "--device", callback=check_device,
+                         help="cuda, cuda:1, cpu, or auto (a GPU when there is one).")
+
+
+DtypeOpt = typer.Option("auto", "--dtype", callback=check_dtype,
+                        help="auto (bf16 on GPU), bfloat16, float16 or float32.")
+
+
+PagesOpt = typer.Option(None, "--pages", help="Pages to process, e.g. 1-3,7 or 10- (counted from 1).")
+
+
+PasswordOpt = typer.Option(None, "--password", envvar="INTERNVL_PDF_PASSWORD",
+                           help="Password of encrypted PDFs (or set INTERNVL_PDF_PASSWORD).")
+
+
+FramesOpt = typer.Option(None, "--frames", help="Frames of multi-frame images read as pages: all or first. "
+                         "Default: every TIFF page, the first frame of GIF, WebP and other animations.")
+
+
+MinTilesOpt = typer.Option(None, "--min-tiles", min=1, max=40,
+                           help="Fewest 448px tiles per page (default from the model, 1).")
+
+
+MaxTilesOpt = typer.Option(None, "--max-tiles", min=1, max=40,
+                           help="Most 448px tiles per page, up to 40 (default from the model, 12).")
+
+
+MaxNewTokensOpt = typer.Option(DEFAULT_MAX_NEW_TOKENS, "--max-new-tokens", min=1,
+                               help="Longest answer per page (per window for extract), in tokens; never more than "
+                                    "the model's context leaves after the prompt. An answer that reaches it is "
+                                    "flagged truncated.")
+
+
+PROMPTS_PANEL = "Prompt"
+
+
+PromptOpt = typer.Option(None, "--prompt", rich_help_panel=PROMPTS_PANEL,
+                         help="Your own instruction: a prompt file, or a shipped prompt's name (`internvl prompts` "
+                              "lists them and their placeholders). Part of the task hash.")
+
+
+AnchoredPromptOpt = typer.Option(None, "--anchored-prompt", rich_help_panel=PROMPTS_PANEL,
+                                 help="The prompt for PDF pages with a text layer; must contain {text_layer}. "
+                                      "Default: --prompt followed by the shipped text-layer paragraphs.")
+
+
+SystemOpt = typer.Option(None, "--system", rich_help_panel=PROMPTS_PANEL,
+                         help="System message: the text itself, or a file holding it. Default: the checkpoint's "
+                              "own (InternVL's official models were trained with one).")
+
+
+NoSystemOpt = typer.Option(False, "--no-system", rich_help_panel=PROMPTS_PANEL, help="Send no system turn at all.")
+
+
+LOOPS_PANEL = "Loop detection"
+
+
+DEFAULT_LOOP_RULE = LoopRule()
+
+
+LoopStopOpt = typer.Option(True, "--loop-stop/--no-loop-stop", rich_help_panel=LOOPS_PANEL,
+                           help="Stop an answer that repeats itself longer than a page could (flagged repetition).")
+
+
+LoopRepeatsOpt = typer.Option(DEFAULT_LOOP_RULE.min_repeats, "--loop-repeats", min=2, rich_help_panel=LOOPS_PANEL,
+                              help="Fewest back-to-back repeats of one unit that can count as a loop.")
+
+
+LoopTokensOpt = typer.Option(DEFAULT_LOOP_RULE.max_tokens, "--loop-tokens", min=1, rich_help_panel=LOOPS_PANEL,
+                             help="A run of one unit repeated back to back that reaches this many tokens is a loop.")
+
+
+LoopCharsOpt = typer.Option(DEFAULT_LOOP_RULE.max_chars, "--loop-chars", min=1, rich_help_panel=LOOPS_PANEL,
+                            help="... or longer than this many characters.")
+
+
+LoopLinesOpt = typer.Option(DEFAULT_LOOP_RULE.max_lines, "--loop-lines", min=1, rich_help_panel=LOOPS_PANEL,
+                            help="... or longer than this many lines.")
+
+
+LoopLineCharsOpt = typer.Option(DEFAULT_LOOP_RULE.max_line_chars, "--loop-line-chars", min=1, rich_help_panel=LOOPS_PANEL,
+                                help=f"A short unit (up to {DEFAULT_LOOP_RULE.short_unit_chars} characters) repeating within "
+                                     "one line over more than this many characters is a loop.")
+
+
+BatchOpt = typer.Option(None, "--batch-size", min=1, help="Most pages per GPU batch (default: from the GPU memory free "
+                        "after loading; 8 on the CPU).")
+
+
+BatchTilesOpt = typer.Option(None, "--batch-tiles", min=1, help="Most tiles per GPU batch, bounds GPU memory (default: from "
+                             "free GPU memory; 64 on the CPU).")
+
+
+AwqKernelOpt = typer.Option("auto", "--awq-kernel", envvar="INTERNVL_AWQ_KERNEL",
+                            help="AWQ kernel: auto (see `internvl doctor`), marlin, machete, exllamav2, gemm, "
+                                 "triton, torch, cpu-int4.")
+
+
+OutputOpt = typer.Option(None, "--output", "-o", help="Write one file per document into this directory "
+                         "(with a ledger, so reruns skip finished documents) instead of stdout; or, for a single "
+                         "document, into this file when it ends in .md, .txt, .jsonl, .json or .csv.")
+
+
+IncludeOpt = typer.Option([], "--include", help="Only documents whose relative path or name matches this glob "
+                          "(repeatable).")
+
+
+ExcludeOpt = typer.Option([], "--exclude", help="Skip documents matching this glob (repeatable).")
+
+
+ForceOpt = typer.Option(False, "--force", help="With -o: redo documents the ledger says are done.")
+
+
+RetryOpt = typer.Option(False, "--retry-failed", help="With -o: redo only documents that failed before.")
+
+
+WaitOpt = typer.Option(False, "--wait", help="With -o: wait for another run on the same directory instead of "
+                       "exiting with code 9.")
+
+
+PathsArg = typer.Argument(..., metavar="PATH",
+                          help="PDF or image files, directories, glob patterns, or - to read paths from stdin.")
+
+
+EngineOpt = typer.Option("hf", "--engine", envvar="INTERNVL_ENGINE",
+                         help="hf (transformers, default), vllm (in-process vLLM: continuous batching; "
+                              'pip install "internvl-cli[vllm]") or server (OpenAI-compatible servers, --server).')
+
+
+ServerOpt = typer.Option([], "--server", help="With --engine server: an OpenAI-compatible base URL, e.g. "
+                         "http://127.0.0.1:8000/v1 (repeatable: the servers share the work).")
+
+
+ConcurrencyOpt = typer.Option(32, "--concurrency", min=1, help="With --engine server: requests in flight over all "
+                              "servers (about 32 per GPU behind them).")
+
+
+TimeoutOpt = typer.Option(600.0, "--request-timeout", min=1.0, help="With --engine server: seconds one request may take "
+                          "before it is retried.")
+
+
+TensorParallelOpt = typer.Option(1, "--tensor-parallel-size", min=1, help="With --engine vllm: GPUs one model is split "
+                                 "over (models too large for one GPU).")
+
+
+DataParallelOpt = typer.Option(1, "--data-parallel-size", min=1, help="With --engine vllm: replicas; vLLM runs these only "
+                               "as a server, see README (several GPUs on one machine).")
+
+
+def engine_settings(engine: str, servers: list[str], concurrency: int, request_timeout: float,
+                     tensor_parallel: int, data_parallel: int, max_images: int = 1):
+    from ..engine import EngineSettings
+
+    return EngineSettings(kind=engine, servers=list(servers), concurrency=concurrency,
+                          request_timeout=request_timeout, tensor_parallel_size=tensor_parallel,
+                          data_parallel_size=data_parallel, max_images=max_images)
+
+
+def open_engine(model: str, device: str, dtype: str, settings=None, awq_kernel: str | None = None):
+    """Resolves the checkpoint and reads its configs; the weights load only once there is work to do
+    (`awq_kernel` None: they never will, as for `inspect`)."""
+    from ..engine import load_engine
+
+    return load_engine(model, device=device, dtype=dtype, settings=settings, awq_kernel=awq_kernel)
+
+
+def ocr_format_for(output: Optional[Path]) -> Optional[str]:
+    """`-o page.txt` asks for text as surely as `--format text` does."""
+    from ..runs.outputs import names_a_file
+
+    if output is None or not names_a_file(output):
+        return None
+    return {".md": "markdown", ".markdown": "markdown", ".txt": "text", ".jsonl": "jsonl"}.get(output.suffix.lower())
+
+
+def count_docs(paths: list[str]) -> int:
+    """How many documents a command will see before any model is loaded (stdin lists count as many)."""
+    return 2 if paths == ["-"] or len(paths) != 1 or Path(paths[0]).is_dir() else 1
+
+
+def check_choice(option: str, value: str, choices) -> None:
+    if value not in choices:
+        raise UsageError(f"{option} must be one of {', '.join(choices)}")
+
+
+def check_common(pages: Optional[str], max_new_tokens: int, frames: Optional[str] = None) -> None:
+    """Usage errors surface before the (slow) model load."""
+    from ..documents.pages import check_frames, parse_page_ranges
+
+    parse_page_ranges(pages)
+    check_frames(frames)
+    if max_new_tokens < 1:
+        raise UsageError("--max-new-tokens must be at least 1")
+
+
+def page_options(engine, pages, password, min_tiles, max_tiles, max_new_tokens, frames=None,
+                  loop: LoopRule = LoopRule(), system: Optional[str] = None):
+    from ..engine.base import Sampling
+    from ..tasks.pagewise import PageOptions
+
+    return PageOptions(tiling=engine.tiling.with_limits(min_tiles, max_tiles),
+                       sampling=Sampling(max_new_tokens=max_new_tokens, loop=loop), password=password, pages=pages,
+                       frames=frames, system=system)
+
+
+def loop_rule(stop: bool, repeats: int, tokens: int, chars: int, lines: int, line_chars: int) -> LoopRule:
+    try:
+        return LoopRule(min_repeats=repeats, max_tokens=tokens, max_chars=chars, max_lines=lines,
+                        max_line_chars=line_chars, enabled=stop)
+    except ValueError as exc:
+        option = {"min_repeats": "--loop-repeats", "max_tokens": "--loop-tokens", "max_chars": "--loop-chars",
+                  "max_lines": "--loop-lines", "max_line_chars": "--loop-line-chars"}
+        message = str(exc)
+        for field_name, flag in option.items():
+            message = message.replace(f"LoopRule.{field_name}", flag)
+        raise UsageError(message) from None
+
