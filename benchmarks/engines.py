@@ -87,18 +87,19 @@ def main() -> None:
 
     from internvl_cli.engine.base import BatchLimits
     from internvl_cli.engine.hf import TransformersEngine
+    from internvl_cli.models.info import CheckpointInfo
 
     path = checkpoint(args.size)
+    info = CheckpointInfo.read(path, path.name)
     limits = BatchLimits(batch_size=args.batch_size, max_tiles=args.batch_size * 13)
     rows = []
     for name in args.engines.split(","):
         if name == "hf":
-            engine = TransformersEngine(path, path.name, device=args.device)
+            engine = TransformersEngine(info, device=args.device)
         else:
             from internvl_cli.engine.vllm import VllmEngine
 
-            probe = TransformersEngine(path, path.name)
-            engine = VllmEngine(path, path.name, probe.tiling, max_num_seqs=args.max_num_seqs)
+            engine = VllmEngine(info, max_num_seqs=args.max_num_seqs)
         loaded = time.perf_counter()
         engine.load()
         load_seconds = time.perf_counter() - loaded
@@ -108,7 +109,7 @@ def main() -> None:
         rows.append((name, args.pages / seconds, tokens / seconds, tokens, seconds, load_seconds))
         del engine
 
-    tiles = sum(r.tiles for r in workload(args.pages, TransformersEngine(path, path.name).tiling, 1))
+    tiles = sum(r.tiles for r in workload(args.pages, info.tiling, 1))
     print(f"{args.pages} pages ({tiles} tiles, sizes {len(SIZES)} kinds), {args.answer_tokens} answer tokens each, "
           f"model {args.size}, device {args.device}; {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPUs, python {sys.version.split()[0]}")

@@ -29,6 +29,33 @@ def test_weights_load_only_when_needed(tiny_model):
     assert lazy.model is not None
 
 
+@pytest.mark.parametrize("kind", ["hf", "vllm", "server"])
+def test_every_engine_is_built_from_one_read_of_the_checkpoint(tiny_model, monkeypatch, kind):
+    """No engine builds another to learn about a model: the loader reads the CheckpointInfo once and hands it
+    over (the server engine too, when --model names a local checkpoint)."""
+    from internvl_cli.engine import EngineSettings
+    from internvl_cli.engine.hf import TransformersEngine
+    from internvl_cli.models.info import CheckpointInfo
+
+    reads, built = [], []
+    real_read, real_init = CheckpointInfo.read.__func__, TransformersEngine.__init__
+    monkeypatch.setattr(CheckpointInfo, "read", classmethod(lambda cls, *a: reads.append(a) or real_read(cls, *a)))
+    monkeypatch.setattr(TransformersEngine, "__init__", lambda self, *a, **k: built.append(a) or real_init(self, *a, **k))
+    servers = ["127.0.0.1:1"] if kind == "server" else []
+    engine = load_engine(str(tiny_model), settings=EngineSettings(kind=kind, servers=servers))
+    assert len(reads) == 1 and len(built) == (kind == "hf")
+    assert engine.tiling == engine.info.tiling and engine.info.image_seq_length == 256
+    assert engine.info.context_length == 16384 and engine.info.quantization is None
+
+
+def test_a_served_model_known_by_name_gets_internvls_standard_tiles():
+    from internvl_cli.documents.tiling import TilingConfig
+    from internvl_cli.engine import EngineSettings
+
+    served = load_engine("tiny", settings=EngineSettings(kind="server", servers=["127.0.0.1:1"]))
+    assert served.info.model_dir is None and served.tiling == TilingConfig() and served.model_id == "tiny"
+
+
 def test_batched_results_equal_one_by_one(engine):
     requests = [request(engine, 448, 448), request(engine, 1000, 700), request(engine, 300, 900)]
     batched = engine.generate(requests)

@@ -6,8 +6,9 @@ from dataclasses import dataclass, field
 from ..errors import UsageError
 from .base import ENGINE_NAMES, Engine, GenerationRequest, GenerationResult, Sampling
 from ..decoding.constraints import Constraint
+from ..models.info import CheckpointInfo, checkpoint_info
 
-__all__ = ["Constraint", "Engine", "EngineSettings", "GenerationRequest", "GenerationResult", "Sampling",
+__all__ = ["CheckpointInfo", "Constraint", "Engine", "EngineSettings", "GenerationRequest", "GenerationResult", "Sampling",
            "engine_status", "load_engine"]
 
 
@@ -26,58 +27,51 @@ class EngineSettings:
 
 
 def load_engine(model: str | None, device: str = "auto", dtype: str = "auto", revision: str | None = None,
-                settings: EngineSettings | None = None, awq_kernel: str | None = "auto") -> Engine:
-    """Resolves `model` (preset, hub id or local path) for the chosen backend (transformers by default);
-    weights load on `load()` or on the first `generate()`. For `server`, `model` names the served model
-    (optional when the servers serve one) and, when it is a local checkpoint, supplies the tiling settings.
-    `awq_kernel` forces one of hardware/kernels.py's KERNELS for AWQ checkpoints on the transformers engine; None
-    means the engine will not generate (only its configs are read), so AWQ support is not checked."""
+                settings: EngineSettings | None = None, awq_kernel: str | None = "auto",
+                info: CheckpointInfo | None = None) -> Engine:
+    """Resolves `model` (preset, hub id or local path) for the chosen backend (transformers by default) and reads
+    its CheckpointInfo once (or takes `info`, already read); weights load on `load()` or on the first `generate()`.
+    For `server`, `model` names the served model (optional when the servers serve one) and, when it is a local
+    checkpoint, supplies the tiling settings. `awq_kernel` forces one of hardware/kernels.py's KERNELS for AWQ
+    checkpoints on the transformers engine; None means the engine will not generate (only its configs are read),
+    so AWQ support is not checked."""
     settings = settings or EngineSettings()
     if settings.kind not in ENGINE_NAMES:
         raise UsageError(f"--engine must be one of {', '.join(ENGINE_NAMES)} (got '{settings.kind}')")
     if settings.kind == "server":
-        return _server_engine(model, settings)
+        return _server_engine(model, settings, info)
     if settings.servers:
         raise UsageError("--server is only used with --engine server")
-    from ..models.checkpoints import resolve_checkpoint
-    from .hf import TransformersEngine
-
-    if awq_kernel is not None and settings.kind == "hf":  # vLLM runs AWQ on its own kernels
+    if awq_kernel is not None and settings.kind == "hf" and model is not None:  # vLLM runs AWQ on its own kernels
         _check_awq_support(model)
-    model_dir, model_id = resolve_checkpoint(model, revision)
+    info = info or checkpoint_info(model, revision)
     if settings.kind == "hf":
-        return TransformersEngine(model_dir, model_id, device=device, dtype=dtype,
-                                  awq_kernel=awq_kernel or "auto")
+        from .hf import TransformersEngine
+
+        return TransformersEngine(info, device=device, dtype=dtype, awq_kernel=awq_kernel or "auto")
     if device not in ("auto", "cuda", "cpu"):
         raise UsageError("--engine vllm places the model itself: use --tensor-parallel-size and "
                          "CUDA_VISIBLE_DEVICES instead of --device")
     from .vllm import VllmEngine
 
-    probe = TransformersEngine(model_dir, model_id)  # reads only the small configs: tiling, quantization
-    return VllmEngine(model_dir, model_id, probe.tiling, dtype=dtype,
-                      tensor_parallel_size=settings.tensor_parallel_size,
+    return VllmEngine(info, dtype=dtype, tensor_parallel_size=settings.tensor_parallel_size,
                       data_parallel_size=settings.data_parallel_size, max_num_seqs=settings.max_num_seqs,
                       max_images=settings.max_images)
 
 
-def _server_engine(model: str | None, settings: EngineSettings) -> Engine:
+def _server_engine(model: str | None, settings: EngineSettings, info: CheckpointInfo | None) -> Engine:
+    """The served model's name (a preset stands for its hub id, which `vllm serve OpenGVLab/...` serves) and its
+    info: a local checkpoint's own, else InternVL's standard tiles."""
     from pathlib import Path
 
-    from ..documents.tiling import TilingConfig
+    from ..models.presets import find_preset
     from .server import RetryPolicy, ServerEngine
 
-    from ..models.presets import find_preset
-
-    tiling = TilingConfig()  # InternVL's standard tiles; a local checkpoint's own settings when one is named
     preset = find_preset(model) if model else None
-    served_name = preset.repo_id if preset else model  # `vllm serve OpenGVLab/...` serves the hub id
-    if model and Path(model).expanduser().is_dir():
-        from ..models.checkpoints import resolve_checkpoint
-        from .hf import TransformersEngine
-
-        model_dir, _ = resolve_checkpoint(model)
-        tiling = TransformersEngine(model_dir, model).tiling
-    return ServerEngine(settings.servers, served_name, tiling, concurrency=settings.concurrency,
+    served_name = preset.repo_id if preset else model
+    if info is None and model and Path(model).expanduser().is_dir():
+        info = checkpoint_info(model)
+    return ServerEngine(settings.servers, served_name, info, concurrency=settings.concurrency,
                         retry=RetryPolicy(timeout=settings.request_timeout))
 
 

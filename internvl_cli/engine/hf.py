@@ -9,16 +9,12 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelLoadError, OutOfMemoryError, short_reason
-from ..documents.tiling import TilingConfig
 from .base import (
     BatchLimits, GenerationRequest, GenerationResult, RequestSource, Sampling, image_tile_count, image_tiles,
 )
 from ..decoding.constraints import Constraint
 from .batching import plan_batches, take_window
-from ..models.config import read_checkpoint_config
-from ..models.info import (
-    _image_seq_length, _processor_chat_template, _quantization, _read_json, context_length,
-)
+from ..models.info import CheckpointInfo
 from ..models.prompting import build_prompt
 from ..decoding.repetition import Loop, LoopDetector, LoopRule
 
@@ -28,29 +24,29 @@ _log = logging.getLogger("internvl_cli.engine")
 class TransformersEngine:
     """A native-layout InternVL checkpoint directory, generating with transformers (static batches).
 
-    Construction reads only the small config files (tiling, quantization), so a run can plan its work,
-    and skip loading entirely when everything is already done; `load()` brings in the weights.
+    Built from the checkpoint's CheckpointInfo (its small config files, already read), so a run can plan its
+    work, and skip loading entirely when everything is already done; `load()` brings in the weights.
     """
 
-    def __init__(self, model_dir: Path, model_id: str, device: str = "auto", dtype: str = "auto",
-                 awq_kernel: str = "auto"):
+    def __init__(self, info: CheckpointInfo, device: str = "auto", dtype: str = "auto", awq_kernel: str = "auto"):
         # torch is not imported here: a rerun with nothing to do should not pay for it
         if dtype not in _DTYPE_NAMES:
             raise ModelLoadError(f"unknown --dtype '{dtype}' (use auto, bfloat16, float16 or float32)")
-        self.model_id = model_id
-        self.model_dir = Path(model_dir)
+        if info.model_dir is None:
+            raise ModelLoadError(f"{info.model_id}: the transformers engine needs a local checkpoint")
+        self.info = info
+        self.model_id = info.model_id
+        self.model_dir = info.model_dir
         self.device = device
         self.dtype = dtype
         self.awq_kernel = awq_kernel
         self.kernel = None  # the AWQ KernelChoice a load made (hardware/kernels.py)
         self.attention = None
         self._machine = None
-        self._config = read_checkpoint_config(self.model_dir)
-        self.context_length = context_length(self._config)
-        self.quantization = _quantization(self._config, self.model_dir)
-        self.image_seq_length = _image_seq_length(self.model_dir, self._config)
-        preprocessor = _read_json(self.model_dir / "preprocessor_config.json", default={})
-        self.tiling = TilingConfig.from_preprocessor_config(preprocessor, self.image_seq_length)
+        self.context_length = info.context_length
+        self.quantization = info.quantization
+        self.image_seq_length = info.image_seq_length
+        self.tiling = info.tiling
         self.tokenizer = None
         self.model = None
         self._stop = None  # a threading.Event: when set, generation ends at the next token (see stop_on)
@@ -63,7 +59,7 @@ class TransformersEngine:
     def load_tokenizer(self):
         """The tokenizer alone (once): enough to render and count prompts, no weights."""
         if self.tokenizer is None:
-            self.tokenizer = _load_tokenizer(self.model_dir)
+            self.tokenizer = _load_tokenizer(self.info)
         return self.tokenizer
 
     name = "hf"
@@ -111,8 +107,7 @@ class TransformersEngine:
         if awq:  # chosen before anything loads, so an impossible --awq-kernel fails fast
             self.kernel = choose_awq_kernel(machine, self.device, dtype_name, self.awq_kernel)
         self.load_tokenizer()
-        self.model, self.kernel = _load_model(self.model_dir, self._config, self.device, self.dtype,
-                                              self.quantization, self.attention, self.kernel)
+        self.model, self.kernel = _load_model(self.info, self.device, self.dtype, self.attention, self.kernel)
         if self.quantization:  # the AWQ kernels choose their own activation dtype (fp16 on CUDA)
             self.dtype = self.model.dtype
 
@@ -124,7 +119,7 @@ class TransformersEngine:
         free = free_gpu_bytes(self.device) if str(self.device).startswith("cuda") else None
         if free is None:
             return CPU_BATCH
-        dims = ModelDims.from_config(self._config, self.image_seq_length)
+        dims = ModelDims.from_config(self.info.config, self.image_seq_length)
         return default_batch_limits(free, dims, max_tiles=max_tiles, max_new_tokens=max_new_tokens,
                                     attention=self.attention or "sdpa")
 
@@ -378,32 +373,28 @@ def _quiet_transformers() -> None:
     hf_logging.set_verbosity_error()
 
 
-def _load_tokenizer(model_dir: Path):
+def _load_tokenizer(info: CheckpointInfo):
     from transformers import AutoTokenizer
 
     _quiet_transformers()
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        tokenizer = AutoTokenizer.from_pretrained(info.model_dir)
     except Exception as exc:
-        raise ModelLoadError(f"cannot load the tokenizer ({short_reason(exc)})", path=model_dir) from None
+        raise ModelLoadError(f"cannot load the tokenizer ({short_reason(exc)})", path=info.model_dir) from None
     if not getattr(tokenizer, "chat_template", None):
-        tokenizer.chat_template = _processor_chat_template(model_dir)
+        tokenizer.chat_template = info.require_chat_template()
     if getattr(tokenizer, "context_image_token", None) is None:
         raise ModelLoadError("the tokenizer has no <IMG_CONTEXT> image token: not an InternVL checkpoint",
-                             path=model_dir)
+                             path=info.model_dir)
     tokenizer.padding_side = "left"
     return tokenizer
 
 
-def _load_model(model_dir: Path, config: dict, device: str, dtype, quantization: str | None,
-                attention: str | None = None, kernel=None):
+def _load_model(info: CheckpointInfo, device: str, dtype, attention: str | None = None, kernel=None):
     """The model on `device`, and the AWQ kernel it runs with (a compiled one may have fallen back)."""
-    if config.get("model_type") != "internvl":
-        raise ModelLoadError(
-            f"model_type '{config.get('model_type')}' is not the native InternVL layout", path=model_dir,
-            hint="convert it with `internvl convert SRC DST`",
-        )
+    info.check_native()
+    model_dir, config, quantization = info.model_dir, info.config, info.quantization
     base: dict = {"dtype": dtype}
     if attention:
         base["attn_implementation"] = attention

@@ -21,10 +21,10 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from ..documents.tiling import TilingConfig
 from ..errors import ServerError, UsageError
 from .base import BatchLimits, GenerationRequest, GenerationResult, Outcome, RequestSource, Tag
 from .batching import generate_in_order
+from ..models.info import CheckpointInfo
 from .vllm_requests import extra_args, finish_answer, pictures, sampling_fields, structured_outputs, tile_budget
 
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
@@ -62,7 +62,7 @@ class ServerEngine:
 
     name = "server"
 
-    def __init__(self, urls: list[str], model: str | None, tiling: TilingConfig = TilingConfig(),
+    def __init__(self, urls: list[str], model: str | None, info: CheckpointInfo | None = None,
                  concurrency: int = 32, retry: RetryPolicy = RetryPolicy()):
         if not urls:
             raise UsageError("--engine server needs at least one --server URL (e.g. http://127.0.0.1:8000/v1)")
@@ -73,7 +73,9 @@ class ServerEngine:
         # recorded in outputs and in the ledger's task hash, so it is fixed before any server is asked
         self.model_id = model or "served"
         self.served_model: str | None = None  # the name requests carry, read from the servers on load()
-        self.tiling = tiling
+        # a local checkpoint's own facts when --model names one, else InternVL's standard tiles
+        self.info = info or CheckpointInfo.standard(self.model_id)
+        self.tiling = self.info.tiling
         self.concurrency = concurrency
         self.retry = retry
         self._lock = threading.Lock()

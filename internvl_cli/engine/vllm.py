@@ -11,12 +11,11 @@ import itertools
 import os
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
-from ..documents.tiling import TilingConfig
 from ..errors import InternVLError, ModelLoadError, UsageError, short_reason
 from .base import BatchLimits, GenerationRequest, GenerationResult, Outcome, RequestSource, Tag
 from .batching import generate_in_order
+from ..models.info import CheckpointInfo
 from ..models.prompting import chat_prompt
 from .vllm_requests import extra_args, finish_answer, pictures, sampling_fields, structured_outputs, tile_budget
 
@@ -29,7 +28,7 @@ class VllmEngine:
 
     name = "vllm"
 
-    def __init__(self, model_dir: Path, model_id: str, tiling: TilingConfig, dtype: str = "auto",
+    def __init__(self, info: CheckpointInfo, dtype: str = "auto",
                  tensor_parallel_size: int = 1, data_parallel_size: int = 1, max_num_seqs: int | None = None,
                  max_model_len: int | None = None, gpu_memory_utilization: float | None = None,
                  max_images: int = 1):
@@ -40,9 +39,12 @@ class VllmEngine:
                                 "(README: several GPUs on one machine)")
         if tensor_parallel_size < 1:
             raise UsageError("--tensor-parallel-size must be at least 1")
-        self.model_dir = Path(model_dir)
-        self.model_id = model_id
-        self.tiling = tiling
+        if info.model_dir is None:
+            raise ModelLoadError(f"{info.model_id}: the vllm engine needs a local checkpoint")
+        self.info = info
+        self.model_dir = info.model_dir
+        self.model_id = info.model_id
+        self.tiling = info.tiling
         self.dtype = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}.get(dtype, dtype)
         self.tensor_parallel_size = tensor_parallel_size
         self.max_num_seqs = max_num_seqs
@@ -53,6 +55,11 @@ class VllmEngine:
         self._tokenizer = None
         self._pieces: dict[int, str] = {}
         self._ids = itertools.count()
+
+    @property
+    def context_length(self) -> int | None:
+        """The context vLLM runs with: --max-model-len when given, else the checkpoint's (vLLM's own default)."""
+        return self.max_model_len or self.info.context_length
 
     # ------------------------------------------------------------------ loading
 
@@ -82,7 +89,7 @@ class VllmEngine:
                 kwargs[key] = value
         if _cpu_only():
             kwargs["enforce_eager"] = True  # torch.compile costs minutes on CPU for no gain on tiny models
-            if self.dtype == "auto" and not _quantized(self.model_dir):
+            if self.dtype == "auto" and not self.info.quantization:
                 kwargs["dtype"] = "float32"  # as the transformers engine on CPU: exact and fastest there
         try:
             self._llm = LLM(**kwargs)
@@ -186,12 +193,6 @@ class VllmEngine:
         if piece is None:
             piece = self._pieces[token] = self._tokenizer.decode([token])
         return piece
-
-
-def _quantized(model_dir: Path) -> bool:
-    from ..models.config import read_checkpoint_config
-
-    return bool(read_checkpoint_config(model_dir).get("quantization_config"))
 
 
 def _cpu_only() -> bool:
