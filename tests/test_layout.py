@@ -19,6 +19,9 @@ ENGINE_ONLY = ("torch", "transformers", "llguidance", "vllm", "gptqmodel", "xgra
 # checkpoint (models), decoding control, and JSON Schemas (schema), which tasks hand to engines as constraints.
 FOLDERS = ("documents", "hardware", "models", "decoding", "schema", "engine", "tasks", "runs", "cli")
 MAY_NOT_IMPORT = {folder: FOLDERS[i + 1:] for i, folder in enumerate(FOLDERS[:-1])}
+# Modules at the package top that every step uses (typed failures, record flags, shipped files, quiet libraries):
+# below every folder, so they import none.
+FOUNDATION = ("errors", "flags", "resources", "quiet")
 
 
 def module_name(path: Path) -> str:
@@ -98,6 +101,14 @@ def test_imports_point_downstream(step):
         for target in targets:
             later = target.split(".")[1] if "." in target else ""
             assert later not in MAY_NOT_IMPORT[step], f"{name} imports {target}: {step} comes before {later}"
+
+
+@pytest.mark.parametrize("module", FOUNDATION)
+def test_the_foundation_imports_no_step(module):
+    name = f"internvl_cli.{module}"
+    assert name in MODULES
+    steps = {target.split(".")[1] for target in GRAPH[name] if target.count(".") >= 1}
+    assert not steps & set(FOLDERS), f"{name} imports {sorted(steps & set(FOLDERS))}: it sits below every step"
 
 
 def test_no_module_but_the_cli_imports_the_cli():

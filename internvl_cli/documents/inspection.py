@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..flags import Flag
 from .pages import open_pages
 from .tiling import TilingConfig, plan_tiles
 
@@ -19,12 +20,12 @@ def inspect_pages(path: Path, tiling: TilingConfig, password: str | None = None,
         row = {"file": str(path), "page": page.number, "pages": page.count, "kind": page.kind}
         if page.error is not None:
             rows.append({**row, "width": 0, "height": 0, "grid": [0, 0], "tiles": 0, "image_tokens": 0,
-                         "text_layer": False, "flags": [*page.flags, "failed"], "error": page.error.message})
+                         "text_layer": False, "flags": [*page.flags, Flag.FAILED], "error": page.error.message})
             continue
         plan = plan_tiles(page.width, page.height, tiling)
         rows.append({
             **row, "width": page.width, "height": page.height, "grid": [plan.cols, plan.rows],
             "tiles": plan.tiles, "image_tokens": plan.image_tokens, "text_layer": page.text_layer is not None,
-            "flags": list(page.flags) + (["repaired-pdf"] if page.repaired else []),
+            "flags": list(page.flags) + ([Flag.REPAIRED_PDF] if page.repaired else []),
         })
     return rows

@@ -11,6 +11,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ..flags import Flag
 from ..errors import InputFileError, PasswordError, UsageError, short_reason
 from . import truncated
 from .passwords import password_candidates
@@ -52,7 +53,7 @@ class Page:
     text_layer: str | None = None
     repaired: bool = False  # MuPDF had to repair the file (or we rebuilt its page tree): pages may be missing
     error: InputFileError | None = None  # set when this page alone cannot be read; the others still can
-    flags: list[str] = field(default_factory=list)  # what to check on this page (README lists them)
+    flags: list[Flag] = field(default_factory=list)  # what to check on this page (README lists them)
     _render: Callable[[int, int], Image.Image] = field(repr=False, default=None)  # type: ignore[assignment]
     _native: Callable[[], Image.Image] | None = field(repr=False, default=None)
 
@@ -196,7 +197,7 @@ def _iter_pdf(doc, path: Path, count: int, indices: list[int], slots: list | Non
         if isinstance(slot, str):  # the page tree's entry for this page is broken: nothing to load
             error = InputFileError(f"page {index + 1} skipped: {slot}", path=path)
             yield Page(doc_path=path, index=index, count=count, width=1, height=1, kind="pdf", error=error,
-                       repaired=True, flags=["broken-page"])
+                       repaired=True, flags=[Flag.BROKEN_PAGE])
             continue
         try:
             page = _pdf_page(doc, path, count, index, slot)
@@ -204,7 +205,7 @@ def _iter_pdf(doc, path: Path, count: int, indices: list[int], slots: list | Non
             yield page
         except _BrokenPage as exc:
             yield Page(doc_path=path, index=index, count=count, width=1, height=1, kind="pdf", error=exc.error,
-                       flags=["broken-page"])
+                       flags=[Flag.BROKEN_PAGE])
         except InputFileError as exc:
             yield Page(doc_path=path, index=index, count=count, width=1, height=1, kind="pdf", error=exc)
 
@@ -228,7 +229,7 @@ def _pdf_page(doc, path: Path, count: int, index: int, load_index: int) -> Page:
     if rect.width <= 0.5 or rect.height <= 0.5:
         raise _BrokenPage(InputFileError(f"page {index + 1} has an empty page area", path=path))
     _check_embedded_images(doc, page, index, path)
-    flags = ["oversized-page"] if max(rect.width, rect.height) > OVERSIZED_PAGE_POINTS else []
+    flags = [Flag.OVERSIZED_PAGE] if max(rect.width, rect.height) > OVERSIZED_PAGE_POINTS else []
     scale = PDF_NOMINAL_DPI / 72
     width, height = max(1, round(rect.width * scale)), max(1, round(rect.height * scale))
 
@@ -519,7 +520,7 @@ def _iter_frames(image: Image.Image, path: Path, count: int, indices: list[int])
 
 
 def _frame_page(image: Image.Image, path: Path, count: int, index: int) -> Page:
-    flags: list[str] = []
+    flags: list[Flag] = []
     try:
         if image.tell() != index:
             image.seek(index)
@@ -529,7 +530,7 @@ def _frame_page(image: Image.Image, path: Path, count: int, index: int) -> Page:
             prefix = f"page {index + 1}: " if count > 1 else ""
             raise InputFileError(f"{prefix}corrupt image data ({short_reason(exc)})", path=path) from None
         rgb = to_rgb(_read_truncated(path, exc))
-        flags.append("truncated-image")
+        flags.append(Flag.TRUNCATED_IMAGE)
     _check_pixels(rgb, path)
 
     def render(width: int, height: int) -> Image.Image:

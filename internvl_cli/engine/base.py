@@ -7,6 +7,7 @@ from typing import Literal, Protocol, Union
 
 import numpy as np
 
+from ..flags import Flag
 from ..decoding.constraints import Constraint
 from ..decoding.repetition import LoopRule
 from ..documents.tiling import TiledImage, TilingConfig
@@ -74,7 +75,7 @@ class GenerationResult:
     image_tokens: int
     seconds: float  # this request's share of its batch's wall time
     # e.g. "closed-early": a constrained answer was wrapped up; "context-full": the prompt left no room to answer
-    flags: list[str] = field(default_factory=list)
+    flags: list[Flag] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..flags import Flag
 from ..errors import ModelLoadError, OutOfMemoryError, short_reason
 from .base import (
     BatchLimits, GenerationRequest, GenerationResult, RequestSource, Sampling, image_tile_count, image_tiles,
@@ -223,9 +224,9 @@ class TransformersEngine:
         for processor in processors:
             for row, (result, closed) in enumerate(zip(results, processor.closed)):
                 if row in stopper.wrapped:
-                    result.flags.append("repetition")
+                    result.flags.append(Flag.REPETITION)
                 if closed:
-                    result.flags.append("closed-early")
+                    result.flags.append(Flag.CLOSED_EARLY)
         return results
 
     def _without_room(self, batch, budgets, prompt_lengths, sampling, constraint) -> list[GenerationResult]:
@@ -239,7 +240,7 @@ class TransformersEngine:
                 continue
             results.append(GenerationResult(
                 text="", finish_reason="length", prompt_tokens=int(prompt_lengths[i]), new_tokens=0,
-                image_tokens=request.tiles * self.image_seq_length, seconds=0.0, flags=["context-full"]))
+                image_tokens=request.tiles * self.image_seq_length, seconds=0.0, flags=[Flag.CONTEXT_FULL]))
         return results
 
     def _result(self, row: int, tokens: list[int], prompt_tokens: int, request: GenerationRequest,

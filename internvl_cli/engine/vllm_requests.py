@@ -7,6 +7,7 @@ import json
 from collections.abc import Callable
 from dataclasses import asdict
 
+from ..flags import Flag
 from ..documents.tiling import TiledImage
 from ..decoding.constraints import Constraint
 from .base import FinishReason, GenerationRequest, Sampling
@@ -67,23 +68,23 @@ def extra_args(request: GenerationRequest) -> dict:
 
 def finish_answer(tokens: list[int], text: str, finish: str | None, request: GenerationRequest,
                   pieces: Callable[[list[int]], list[str]] | None, decode: Callable[[list[int]], str | None]
-                  ) -> tuple[str, FinishReason, int, list[str]]:
+                  ) -> tuple[str, FinishReason, int, list[Flag]]:
     """(text, finish reason, new tokens, flags) of a finished vLLM answer, with the transformers engine's
     semantics: an unconstrained loop is cut back to one occurrence of its unit and finishes as "repetition"; a
     constrained one was steered to a close by the wrap-up processor and is flagged, never cut.
 
     The loop is found by the same detector the processor ran while decoding: on the token ids with their texts
     when `pieces` gives them, else on the answer's characters (a server that returns no token ids)."""
-    flags: list[str] = []
+    flags: list[Flag] = []
     reason: FinishReason = "stop" if finish == "stop" else "length"
     rule = request.sampling.loop
     by_tokens = bool(tokens) and pieces is not None
     loop = (find_loop(tokens, pieces(tokens), rule) if by_tokens else find_loop(list(text), None, rule))
     if request.constraint is not None:
         if loop is not None:
-            flags.append("repetition")
+            flags.append(Flag.REPETITION)
         if loop is not None or len(tokens) > wrap_up_start(request.sampling.max_new_tokens):
-            flags.append("closed-early")
+            flags.append(Flag.CLOSED_EARLY)
         return text, reason, len(tokens), flags
     if loop is None:
         return text, reason, len(tokens), flags

@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import io
 
+from ..flags import Flag
 from ..decoding.constraints import Constraint
 from ..documents.pages import Page
 from .prompts import PromptSet, prompt_set
@@ -36,7 +37,7 @@ class ChartTask(PageTask):
         if rows and any(len(row) != len(rows[0]) for row in rows):
             # The grammar makes this impossible unless the answer was cut by --max-new-tokens mid-row.
             rows = [row for row in rows if len(row) == len(rows[0])]
-            base["flags"].append("ragged-rows-dropped")
+            base["flags"].append(Flag.RAGGED_ROWS_DROPPED)
         rows = normalise_numbers(rows) if rows else rows
         base["columns"] = rows[0] if rows else []
         base["rows"] = rows[1:] if rows else []

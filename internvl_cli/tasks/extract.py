@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from ..flags import Flag
 from ..documents.pages import open_pages
 from ..documents.tiling import TilingConfig, prepare_page
 from ..engine.base import GenerationRequest, Sampling
@@ -192,13 +193,13 @@ class ExtractTask:
             page_flags = list(outcome.unit.info.get("page_flags", ()))
             for result in tries:
                 seconds += result.seconds
-                flags = page_flags + list(result.flags) + (["truncated"] if result.finish_reason == "length" else [])
+                flags = page_flags + list(result.flags) + ([Flag.TRUNCATED] if result.finish_reason == "length" else [])
                 # JSON escapes let control characters through: none reach the output, and what is
                 # validated is exactly what is printed
                 windows[window].append((parse_answer(result.text, self.schema, clean=clean_value), flags))
         data, errors, flags = self._combine(windows, spans, problems)
         if retried:
-            flags.append("retried")
+            flags.append(Flag.RETRIED)
         pages = sorted({p for o in outcomes for p in o.unit.pages})
         valid = not errors
         record = {
@@ -226,7 +227,7 @@ class ExtractTask:
             answer, how = choose_answer([a for a, _ in tries], self.schema)
             flags = _flags_of(tries, answer)
             if how == "vote":
-                flags.append("voted")
+                flags.append(Flag.VOTED)
             chosen.append((window, answer, flags))
         valid = [(w, a, f) for w, a, f in chosen if a.valid]
         if not valid:  # nothing valid: the first window's best answer, with every window's errors
@@ -243,7 +244,7 @@ class ExtractTask:
             data = merged
             flags.extend(answer_flags)
         if dropped:
-            flags.append("windows-dropped")
+            flags.append(Flag.WINDOWS_DROPPED)
         return data, self.schema.check(data), sorted(set(flags))
 
     def render(self, result: DocumentResult, fmt: str) -> str:

@@ -5,6 +5,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from ..flags import Flag
 from ..decoding.constraints import Constraint
 from ..engine.base import GenerationRequest, Sampling
 from ..errors import InternVLError
@@ -119,21 +120,21 @@ class PageTask:
         record["flags"].extend(unit.info.get("flags", ()))  # the page's own: truncated-image, broken-page, ...
         if outcome.error is not None or outcome.result is None:
             record.update(text="", error=(outcome.error.message if outcome.error else "no result"))
-            record["flags"].append("failed")
+            record["flags"].append(Flag.FAILED)
             return record
         result = outcome.result
         first = unit.info.get("first_result")
         if first is not None:
-            record["flags"].append("retried")
+            record["flags"].append(Flag.RETRIED)
             result = better_attempt(first, result)
         if unit.info.get("repaired"):
-            record["flags"].append("repaired-pdf")
+            record["flags"].append(Flag.REPAIRED_PDF)
         record["seconds"] = round(result.seconds + (first.seconds if first is not None else 0.0), 3)
         record["flags"].extend(result.flags)
         if result.finish_reason == "repetition":
-            record["flags"].append("repetition")
+            record["flags"].append(Flag.REPETITION)
         elif result.finish_reason == "length":
-            record["flags"].append("truncated")
+            record["flags"].append(Flag.TRUNCATED)
         return self.page_record(record, clean_text(result.text).strip())
 
 
