@@ -22,6 +22,7 @@ from ..errors import SchemaError
 from .constraints import Constraint
 from .constraints import constraint_grammar, json_grammar
 from .json_state import JsonState
+from .tokens import eos_ids
 
 if TYPE_CHECKING:  # torch is imported lazily: schema checks and `internvl schemas` should not pay ~2 s for it
     import torch
@@ -52,9 +53,8 @@ def _executor() -> llguidance.LLExecutor:
     return _EXECUTOR
 
 
-def _eos_ids(tokenizer: Any, eos_token_id: int | Sequence[int] | None) -> list[int]:
-    ids = tokenizer.eos_token_id if eos_token_id is None else eos_token_id
-    ids = [ids] if isinstance(ids, int) else list(ids or [])
+def _end_ids(tokenizer: Any, eos_token_id: int | Sequence[int] | None) -> list[int]:
+    ids = eos_ids(eos_token_id, tokenizer)
     if not ids:
         raise ValueError("constrained decoding needs an EOS token id (the tokenizer has none)")
     return ids
@@ -352,7 +352,7 @@ def grammar_logits_processor(
 ) -> GrammarLogitsProcessor:
     """A processor holding every row to a Lark grammar (llguidance dialect), e.g. `table_grammar()`."""
     grammar = LLMatcher.grammar_from_lark(lark)
-    return GrammarLogitsProcessor(ll_tokenizer(tokenizer, _eos_ids(tokenizer, eos_token_id)), grammar, batch_size,
+    return GrammarLogitsProcessor(ll_tokenizer(tokenizer, _end_ids(tokenizer, eos_token_id)), grammar, batch_size,
                                   close_after=close_after)
 
 
@@ -368,7 +368,7 @@ def json_logits_processor(
     `GrammarLogitsProcessor._steer_to_close`); None never steers.
     """
     grammar = json_grammar(schema)
-    lltok = ll_tokenizer(tokenizer, _eos_ids(tokenizer, eos_token_id))
+    lltok = ll_tokenizer(tokenizer, _end_ids(tokenizer, eos_token_id))
     try:
         return GrammarLogitsProcessor(lltok, grammar, batch_size, close_after=close_after)
     except ValueError as exc:  # load_schema() already compiled it, so only unchecked dicts land here
@@ -391,7 +391,7 @@ def constraint_logits_processor(
         grammar = _GRAMMARS[constraint] = constraint_grammar(constraint)
         while len(_GRAMMARS) > _COMPILED_LIMIT:
             _GRAMMARS.popitem(last=False)
-    lltok = ll_tokenizer(tokenizer, _eos_ids(tokenizer, eos_token_id))
+    lltok = ll_tokenizer(tokenizer, _end_ids(tokenizer, eos_token_id))
     try:
         return GrammarLogitsProcessor(lltok, grammar, batch_size, close_after=close_after)
     except ValueError as exc:  # load_schema() already compiled it, so only unchecked constraints land here

@@ -14,10 +14,10 @@ Nothing here imports vLLM or torch until vLLM asks for the class. The old name
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from .json_state import JsonState
 from .repetition import LoopDetector, LoopRule
+from .tokens import TokenPieces, eos_ids
 
 PROCESSOR_NAME = "internvl_cli.decoding.vllm_processor:WrapUpLogitsProcessor"
 # The keys of vLLM's per-request `extra_args` (server: `vllm_xargs`) this processor reads: when to start wrapping a
@@ -42,10 +42,13 @@ class _Tiers:
         import llguidance.hf
         from transformers import AutoTokenizer
 
+        from ..models.info import declared_eos_ids
+
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
         self.tokenizer = tokenizer
-        self._pieces: dict[int, str] = {}
-        eos = _eos_ids(model_dir, tokenizer)
+        # a token's text as the transformers engine's stopper sees it (for the detector's character counts)
+        self.piece = TokenPieces(tokenizer)
+        eos = eos_ids(declared_eos_ids(model_dir), tokenizer)
         lltok = llguidance.hf.from_tokenizer(tokenizer, eos_token=eos)
         size = lltok.vocab_size
         self.token_bytes = [lltok.decode_bytes([token]) for token in range(size)]
@@ -57,24 +60,6 @@ class _Tiers:
         self.eos = [e for e in eos if e < size]
         self.inside = (3 * end + 2 * quote).float() * _BIAS
         self.outside = (3 * end + 2 * close + comma).float() * _BIAS
-
-    def piece(self, token: int) -> str:
-        """A token's text as the transformers engine's stopper sees it (for the detector's character counts)."""
-        text = self._pieces.get(token)
-        if text is None:
-            text = self._pieces[token] = self.tokenizer.decode([token])
-        return text
-
-
-def _eos_ids(model_dir: str, tokenizer) -> list[int]:
-    ids: list[int] = []
-    path = Path(model_dir) / "generation_config.json"
-    if path.is_file():
-        value = json.loads(path.read_text(encoding="utf-8")).get("eos_token_id")
-        ids = [value] if isinstance(value, int) else list(value or [])
-    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
-        ids.append(tokenizer.eos_token_id)
-    return ids
 
 
 class WrapUpState:

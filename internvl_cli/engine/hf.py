@@ -18,6 +18,7 @@ from .batching import plan_batches, take_window
 from ..models.info import CheckpointInfo
 from ..models.prompting import build_prompt
 from ..decoding.repetition import Loop, LoopDetector, LoopRule
+from ..decoding.tokens import TokenPieces, eos_ids
 
 _log = logging.getLogger("internvl_cli.engine")
 
@@ -51,7 +52,8 @@ class TransformersEngine:
         self.tokenizer = None
         self.model = None
         self._stop = None  # a threading.Event: when set, generation ends at the next token (see stop_on)
-        self._pieces: dict[int, str] = {}
+        self._pieces: TokenPieces | None = None  # each token's text, for the loop detector
+        self._eos: list[int] = []  # the ids that end an answer, known once the model has loaded
 
     def stop_on(self, event) -> None:
         """Generation stops within a token once `event` is set; the caller discards that batch's results."""
@@ -61,6 +63,7 @@ class TransformersEngine:
         """The tokenizer alone (once): enough to render and count prompts, no weights."""
         if self.tokenizer is None:
             self.tokenizer = _load_tokenizer(self.info)
+            self._pieces = TokenPieces(self.tokenizer)
         return self.tokenizer
 
     name = "hf"
@@ -111,6 +114,7 @@ class TransformersEngine:
         self.model, self.kernel = _load_model(self.info, self.device, self.dtype, self.attention, self.kernel)
         if self.quantization:  # the AWQ kernels choose their own activation dtype (fp16 on CUDA)
             self.dtype = self.model.dtype
+        self._eos = eos_ids(self.model.generation_config.eos_token_id, self.tokenizer)
 
     def batch_limits(self, max_tiles: int = 12, max_new_tokens: int = 1024):
         """Default --batch-size / --batch-tiles for this model on its device (hardware/batch_sizing.py), after `load()`."""
@@ -197,8 +201,8 @@ class TransformersEngine:
         if images:
             pixels = torch.from_numpy(np.concatenate([image_tiles(image) for image in images]))
             kwargs["pixel_values"] = pixels.to(self.device, dtype=self.dtype)
-        processors = _constraint_processors(constraint, self.tokenizer, len(batch), self._eos_ids(), min(budgets))
-        stopper = _LoopStopper(input_ids.shape[1], sampling.loop, budgets, self._eos_ids(), self._piece, torch,
+        processors = _constraint_processors(constraint, self.tokenizer, len(batch), self._eos, min(budgets))
+        stopper = _LoopStopper(input_ids.shape[1], sampling.loop, budgets, self._eos, self._pieces, torch,
                                closer=processors[0] if processors else None)
         if sampling.do_sample and sampling.seed is not None:
             torch.manual_seed(sampling.seed)
@@ -213,7 +217,7 @@ class TransformersEngine:
                 stopping_criteria=[stopper] + ([_StopOnEvent(self._stop, torch)] if self._stop else []),
                 logits_processor=processors,
                 pad_token_id=self.tokenizer.pad_token_id,
-                eos_token_id=self._eos_ids(),
+                eos_token_id=self._eos,
             )
         elapsed = time.perf_counter() - started
         new_tokens = output[:, input_ids.shape[1]:].tolist()
@@ -245,7 +249,7 @@ class TransformersEngine:
 
     def _result(self, row: int, tokens: list[int], prompt_tokens: int, request: GenerationRequest,
                 seconds: float, stopper: _LoopStopper) -> GenerationResult:
-        eos = set(self._eos_ids())
+        eos = set(self._eos)
         cut = next((i for i, token in enumerate(tokens) if token in eos), None)
         finish = "stop" if cut is not None else "length"
         tokens = tokens[:cut] if cut is not None else tokens[:stopper.budgets[row]]
@@ -258,20 +262,6 @@ class TransformersEngine:
             text=text, finish_reason=finish, prompt_tokens=prompt_tokens, new_tokens=len(tokens),
             image_tokens=request.tiles * self.image_seq_length, seconds=seconds,
         )
-
-    def _piece(self, token: int) -> str:
-        """One token's text, for the loop detector's character and line counts (cached per id)."""
-        piece = self._pieces.get(token)
-        if piece is None:
-            piece = self._pieces[token] = self.tokenizer.decode([token])
-        return piece
-
-    def _eos_ids(self) -> list[int]:
-        ids = self.model.generation_config.eos_token_id
-        ids = [ids] if isinstance(ids, int) else list(ids or [])
-        if self.tokenizer.eos_token_id is not None and self.tokenizer.eos_token_id not in ids:
-            ids.append(self.tokenizer.eos_token_id)
-        return ids
 
 
 class _LoopStopper:

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from ..errors import InternVLError, ModelLoadError, UsageError, short_reason
 from .base import BatchLimits, GenerationRequest, GenerationResult, Outcome, RequestSource, Tag
 from .batching import generate_in_order
+from ..decoding.tokens import TokenPieces
 from ..models.info import CheckpointInfo
 from ..models.prompting import chat_prompt
 from .vllm_requests import extra_args, finish_answer, pictures, sampling_fields, structured_outputs, tile_budget
@@ -53,7 +54,7 @@ class VllmEngine:
         self.max_images = max_images  # per prompt: vLLM reserves encoder memory for this many (extract windows)
         self._llm = None
         self._tokenizer = None
-        self._pieces: dict[int, str] = {}
+        self._pieces: TokenPieces | None = None
         self._ids = itertools.count()
 
     @property
@@ -179,7 +180,7 @@ class VllmEngine:
         answer = output.outputs[0]
         tokens = list(answer.token_ids)
         text, finish, new_tokens, flags = finish_answer(
-            tokens, answer.text, answer.finish_reason, request, lambda ids: [self._piece(t) for t in ids],
+            tokens, answer.text, answer.finish_reason, request, self._token_pieces().of,
             lambda kept: self._tokenizer.decode(kept, skip_special_tokens=True))
         return GenerationResult(
             text=text, finish_reason=finish, prompt_tokens=len(output.prompt_token_ids or []),
@@ -187,12 +188,12 @@ class VllmEngine:
             flags=flags)
 
 
-    def _piece(self, token: int) -> str:
-        """One token's text, as the transformers engine gives it to the loop detector (cached per id)."""
-        piece = self._pieces.get(token)
-        if piece is None:
-            piece = self._pieces[token] = self._tokenizer.decode([token])
-        return piece
+    def _token_pieces(self) -> TokenPieces:
+        """Each token's text, as the transformers engine gives it to the loop detector (made once the tokenizer is
+        there)."""
+        if self._pieces is None:
+            self._pieces = TokenPieces(self._tokenizer)
+        return self._pieces
 
 
 def _cpu_only() -> bool:
