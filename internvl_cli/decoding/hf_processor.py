@@ -22,6 +22,7 @@ from ..errors import SchemaError
 from .constraints import Constraint
 from .constraints import constraint_grammar, json_grammar
 from .json_state import JsonState
+from .steering import Steering
 from .tokens import eos_ids
 
 if TYPE_CHECKING:  # torch is imported lazily: schema checks and `internvl schemas` should not pay ~2 s for it
@@ -69,7 +70,9 @@ class _Row:
     finished: bool = False
     error: str | None = None
     closed: bool = False  # steered to the shortest way out (budget running out, or a loop)
-    closing: bool = False  # asked to wrap up now, whatever the budget
+    # when to wrap up: this processor's own (it counts the row's tokens), or the engine's, which feeds it
+    steering: Steering = field(default_factory=lambda: Steering(None, constrained=True))
+    counts_tokens: bool = True
     json: JsonState = field(default_factory=JsonState)
 
 
@@ -86,9 +89,10 @@ class GrammarLogitsProcessor:
     """
 
     def __init__(self, tokenizer: llguidance.LLTokenizer, grammar: str, batch_size: int | None = None,
-                 close_after: int | None = None):
+                 close_after: int | None = None, steering: Sequence[Steering] | None = None):
         self._tokenizer = tokenizer
         self._close_after = close_after
+        self._steering = list(steering) if steering is not None else None
         self._closers = _closer_tiers(tokenizer) if close_after is not None else None
         self._template = compiled_matcher(tokenizer, grammar)
         self._token_bytes = _token_bytes(tokenizer)
@@ -129,9 +133,7 @@ class GrammarLogitsProcessor:
     def request_close(self, row: int) -> None:
         """Steer `row` to finish now (e.g. it is looping), whatever its budget."""
         if row < len(self._rows):
-            self._rows[row].closing = True
-            if self._closers is None:
-                self._closers = _closer_tiers(self._tokenizer)
+            self._rows[row].steering.request_close()
 
     @property
     def closed(self) -> list[bool]:
@@ -161,7 +163,12 @@ class GrammarLogitsProcessor:
     # -- internals ---------------------------------------------------------------------------------
 
     def _start(self, rows: int) -> None:
-        self._rows = [_Row(self._template.deep_copy()) for _ in range(rows)]
+        """Fresh rows; each follows the engine's Steering of its answer when one was given (the engine feeds it),
+        else its own, counting the tokens this processor accepts."""
+        given = self._steering if self._steering is not None and len(self._steering) == rows else None
+        self._rows = [_Row(self._template.deep_copy(), steering=given[i], counts_tokens=False) if given else
+                      _Row(self._template.deep_copy(), steering=Steering(None, True, self._close_after))
+                      for i in range(rows)]
         self._seen_length = None
         self.mask_seconds, self.steps = 0.0, 0
 
@@ -177,6 +184,8 @@ class GrammarLogitsProcessor:
             else:
                 row.tokens.append(token)
                 row.json.feed(self._token_bytes[token] if token < len(self._token_bytes) else b"")
+                if row.counts_tokens:
+                    row.steering.feed(token)
 
     def _allowed_tokens(self, vocab: int) -> np.ndarray:
         """Boolean (rows, vocab) mask of the tokens each row may produce next."""
@@ -194,9 +203,10 @@ class GrammarLogitsProcessor:
             if stuck or i not in live:
                 bits[i] = False
                 bits[i, self._eos] = True  # complete, finished or stuck: only EOS ends the row cleanly
-            elif self._closers is not None and (self._rows[i].closing or (
-                    self._close_after is not None and self.steps >= self._close_after)):
-                self._steer_to_close(self._rows[i], bits[i])
+            elif row.steering.wrapping_up:
+                if self._closers is None:
+                    self._closers = _closer_tiers(self._tokenizer)
+                self._steer_to_close(row, bits[i])
         if bits.shape[1] >= vocab:
             return bits[:, :vocab]
         # the model's embedding may be padded past the tokenizer: those ids are never allowed
@@ -383,9 +393,13 @@ _GRAMMARS: OrderedDict[Constraint, str] = OrderedDict()
 def constraint_logits_processor(
     tokenizer: Any, constraint: Constraint, batch_size: int | None = None, *,
     eos_token_id: int | Sequence[int] | None = None, close_after: int | None = None,
+    steering: Sequence[Steering] | None = None,
 ) -> GrammarLogitsProcessor:
     """A processor for an engine-neutral Constraint (a JSON Schema's text, or Lark text); its grammar is
-    built and compiled once per constraint and tokenizer, however many batches and votes use it."""
+    built and compiled once per constraint and tokenizer, however many batches and votes use it.
+
+    `steering`: the engine's Steering of each batch row, which it feeds as tokens are generated; the processor
+    wraps a row up when its Steering says so (then `close_after` is the Steerings' business)."""
     grammar = _GRAMMARS.get(constraint)
     if grammar is None:
         grammar = _GRAMMARS[constraint] = constraint_grammar(constraint)
@@ -393,6 +407,6 @@ def constraint_logits_processor(
             _GRAMMARS.popitem(last=False)
     lltok = ll_tokenizer(tokenizer, _end_ids(tokenizer, eos_token_id))
     try:
-        return GrammarLogitsProcessor(lltok, grammar, batch_size, close_after=close_after)
+        return GrammarLogitsProcessor(lltok, grammar, batch_size, close_after=close_after, steering=steering)
     except ValueError as exc:  # load_schema() already compiled it, so only unchecked constraints land here
         raise SchemaError(f"schema not supported for constrained decoding: {exc}") from None

@@ -16,7 +16,8 @@ from __future__ import annotations
 import json
 
 from .json_state import JsonState
-from .repetition import LoopDetector, LoopRule
+from .repetition import LoopRule
+from .steering import Steering
 from .tokens import TokenPieces, eos_ids
 
 PROCESSOR_NAME = "internvl_cli.decoding.vllm_processor:WrapUpLogitsProcessor"
@@ -63,24 +64,27 @@ class _Tiers:
 
 
 class WrapUpState:
-    """One request's steering: follows its tokens through the loop detector and JSON string boundaries, ends an
-    unconstrained answer that loops, and biases a constrained one towards its shortest valid ending."""
+    """One request's steering inside vLLM: follows its tokens (its Steering's loop watch, JSON string boundaries),
+    ends an unconstrained answer that loops, and biases a constrained one towards its shortest valid ending."""
 
     def __init__(self, close_after: int | None, tiers: _Tiers, rule: LoopRule | None = None):
-        self.close_after = close_after  # None: unconstrained (loops are ended, nothing is steered)
+        # close_after None: unconstrained (loops are ended, nothing is steered)
+        self.steering = Steering(rule, constrained=close_after is not None, close_after=close_after)
         self.tiers = tiers
-        self.detector = LoopDetector(rule) if rule is not None else None
         self.seen = 0
         self.json = JsonState()
-        self.closing = False  # a loop was seen: wrap up now, whatever the budget
+
+    @property
+    def closing(self) -> bool:
+        """A loop was seen: the answer is wrapped up now, whatever the budget."""
+        return self.steering.closing
 
     def __call__(self, output_ids: list[int], logits):
         self._follow(output_ids)
-        if self.close_after is None:
-            if self.detector is not None and self.detector.loop is not None:
-                return self._only_eos(logits)
-            return logits
-        if not self.closing and len(output_ids) < self.close_after:
+        steering = self.steering
+        if not steering.constrained:
+            return self._only_eos(logits) if steering.must_stop else logits
+        if not steering.wrapping_up:
             return logits
         bias = self.tiers.inside if self.json.in_string else self.tiers.outside
         width = min(len(bias), logits.shape[-1])
@@ -97,12 +101,11 @@ class WrapUpState:
         return logits
 
     def _follow(self, output_ids: list[int]) -> None:
+        watching = self.steering.detector is not None
         for position in range(self.seen, len(output_ids)):
             token = output_ids[position]
             self.json.feed(self.tiers.token_bytes[token] if token < len(self.tiers.token_bytes) else b"")
-            if (self.detector is not None and self.detector.loop is None
-                    and self.detector.feed(token, self.tiers.piece(token)) is not None):
-                self.closing = True
+            self.steering.feed(token, self.tiers.piece(token) if watching else None)
         self.seen = len(output_ids)
 
 

@@ -17,7 +17,9 @@ from ..decoding.constraints import Constraint
 from .batching import plan_batches, take_window
 from ..models.info import CheckpointInfo
 from ..models.prompting import build_prompt
-from ..decoding.repetition import Loop, LoopDetector, LoopRule
+from ..decoding.json_state import wrap_up_start
+from ..decoding.repetition import Loop
+from ..decoding.steering import Steering
 from ..decoding.tokens import TokenPieces, eos_ids
 
 _log = logging.getLogger("internvl_cli.engine")
@@ -201,9 +203,10 @@ class TransformersEngine:
         if images:
             pixels = torch.from_numpy(np.concatenate([image_tiles(image) for image in images]))
             kwargs["pixel_values"] = pixels.to(self.device, dtype=self.dtype)
-        processors = _constraint_processors(constraint, self.tokenizer, len(batch), self._eos, min(budgets))
-        stopper = _LoopStopper(input_ids.shape[1], sampling.loop, budgets, self._eos, self._pieces, torch,
-                               closer=processors[0] if processors else None)
+        rows = [Steering(sampling.loop, constrained=constraint is not None,
+                         close_after=wrap_up_start(min(budgets)), grace=_LoopStopper.WRAP_GRACE) for _ in batch]
+        processors = _constraint_processors(constraint, self.tokenizer, rows, self._eos)
+        stopper = _LoopStopper(input_ids.shape[1], rows, budgets, self._eos, self._pieces, torch)
         if sampling.do_sample and sampling.seed is not None:
             torch.manual_seed(sampling.seed)
         with torch.inference_mode():
@@ -226,8 +229,8 @@ class TransformersEngine:
             for row, tokens in enumerate(new_tokens)
         ]
         for processor in processors:
-            for row, (result, closed) in enumerate(zip(results, processor.closed)):
-                if row in stopper.wrapped:
+            for state, result, closed in zip(rows, results, processor.closed):
+                if state.looped_at is not None:  # a constrained answer that looped was wrapped up, not cut
                     result.flags.append(Flag.REPETITION)
                 if closed:
                     result.flags.append(Flag.CLOSED_EARLY)
@@ -253,7 +256,7 @@ class TransformersEngine:
         cut = next((i for i, token in enumerate(tokens) if token in eos), None)
         finish = "stop" if cut is not None else "length"
         tokens = tokens[:cut] if cut is not None else tokens[:stopper.budgets[row]]
-        loop = stopper.looping.get(row)
+        loop = stopper.cut_at(row)
         if loop is not None:
             finish = "repetition"
             tokens = tokens[:loop.keep]
@@ -265,72 +268,56 @@ class TransformersEngine:
 
 
 class _LoopStopper:
-    """A per-row stopping criterion: feeds each row's new tokens to its LoopDetector and ends rows that loop
-    or reach their own token budget.
-
-    A constrained row is not cut (that would leave invalid JSON): its grammar processor is asked to wrap
-    the answer up instead, and the row is cut only if it still runs `WRAP_GRACE` tokens later.
-    """
+    """A per-row stopping criterion: feeds each row's new tokens to its Steering and ends the rows that produced
+    EOS, must stop (an unconstrained loop; a constrained one still running `WRAP_GRACE` tokens after its grammar
+    processor was told to wrap it up) or reach their own token budget."""
 
     WRAP_GRACE = 128
 
-    def __init__(self, prompt_length: int, rule: LoopRule, budgets: list[int], eos_ids: list[int], piece, torch,
-                 closer=None):
+    def __init__(self, prompt_length: int, rows: list[Steering], budgets: list[int], eos_ids: list[int], piece, torch):
         self.prompt_length = prompt_length
+        self.rows = rows
         self.budgets = budgets
         self.eos = set(eos_ids)
         self.piece = piece
         self.torch = torch
-        self.closer = closer
-        self.detectors = [LoopDetector(rule) for _ in budgets]
         self.fed = 0
-        self.ended: set[int] = set()  # rows that produced EOS: what follows is padding
-        self.looping: dict[int, Loop] = {}
-        self.wrapped: dict[int, int] = {}  # row -> generated length when it was asked to wrap up
 
     def __call__(self, input_ids, scores, **kwargs):
         generated = input_ids.shape[1] - self.prompt_length
         fresh = input_ids[:, self.prompt_length + self.fed:].tolist() if generated > self.fed else []
         self.fed = generated
-        done = [False] * input_ids.shape[0]
-        for row, tokens in enumerate(fresh):
-            self._feed(row, tokens, generated)
-        for row in range(input_ids.shape[0]):
-            done[row] = row in self.ended or row in self.looping or generated >= self.budgets[row]
+        for state, tokens in zip(self.rows, fresh):
+            self._feed(state, tokens)
+        done = [state.ended or state.must_stop or generated >= budget for state, budget in zip(self.rows, self.budgets)]
         return self.torch.tensor(done, dtype=self.torch.bool, device=input_ids.device)
 
-    def _feed(self, row: int, tokens: list[int], generated: int) -> None:
-        if row in self.ended or row in self.looping:
-            return
-        detector = self.detectors[row]
+    def _feed(self, state: Steering, tokens: list[int]) -> None:
         for token in tokens:
-            if token in self.eos:
-                self.ended.add(row)
+            if state.ended or state.must_stop:
                 return
-            if detector.loop is None and detector.feed(token, self.piece(token)) is not None:
-                if self.closer is None:
-                    self.looping[row] = detector.loop
-                    return
-                self.closer.request_close(row)
-                self.wrapped[row] = generated
-        if row in self.wrapped and generated - self.wrapped[row] > self.WRAP_GRACE:
-            self.looping[row] = detector.loop
+            if token in self.eos:
+                state.end()
+                return
+            state.feed(token, self.piece(token))
+
+    def cut_at(self, row: int) -> Loop | None:
+        """The loop a row was stopped at (its answer is cut back to one occurrence of the unit)."""
+        state = self.rows[row]
+        return state.loop if state.must_stop else None
 
 
-def _constraint_processors(constraint: Constraint | None, tokenizer, batch_size: int, eos_ids: list[int],
-                           max_new_tokens: int) -> list:
+def _constraint_processors(constraint: Constraint | None, tokenizer, rows: list[Steering], eos_ids: list[int]) -> list:
     """llguidance masks for a constrained request: one grammar matcher per batch row (compiled once per run).
 
-    The last quarter of the token budget (at least 32 tokens) is spent wrapping the answer up, so a long
-    answer ends as valid, flagged output instead of being cut into invalid JSON.
+    Each row's Steering says when to wrap it up: from the last quarter of its token budget (at least 32 tokens)
+    or its loop on, so a long answer ends as valid, flagged output instead of being cut into invalid JSON.
     """
     if constraint is None:
         return []
     from ..decoding.hf_processor import constraint_logits_processor
-    from ..decoding.json_state import wrap_up_start
 
-    return [constraint_logits_processor(tokenizer, constraint, batch_size, eos_token_id=eos_ids,
-                                        close_after=wrap_up_start(max_new_tokens))]
+    return [constraint_logits_processor(tokenizer, constraint, len(rows), eos_token_id=eos_ids, steering=rows)]
 
 
 class _StopOnEvent:
