@@ -111,6 +111,19 @@ def test_the_foundation_imports_no_step(module):
     assert not steps & set(FOLDERS), f"{name} imports {sorted(steps & set(FOLDERS))}: it sits below every step"
 
 
+def test_no_module_probes_a_task_or_an_engine():
+    """Tasks and engines declare their optional abilities (with defaults in tasks/base.py and engine/base.py), so
+    nothing asks them with getattr or hasattr whether they have one."""
+    probes = []
+    for name, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("getattr", "hasattr"):
+                target = ast.unparse(node.args[0]) if node.args else ""
+                if target.split(".")[-1] in ("task", "engine", "_task", "_engine"):
+                    probes.append(f"{name}:{node.lineno} {ast.unparse(node)}")
+    assert not probes, probes
+
+
 def test_no_module_but_the_cli_imports_the_cli():
     for name, targets in GRAPH.items():
         if name == "internvl_cli.cli" or name.startswith("internvl_cli.cli."):

@@ -263,7 +263,7 @@ def extract(
             window_pages=window_pages, window_tiles=window_tiles, votes=votes, password=password, pages=pages,
             use_text_layer=text_layer, frames=frames, system=system_text)
         task = ExtractTask(options, loaded, engine.model_id, prompts=prompts)
-        for message in notes + task.preflight(getattr(engine, "context_length", None)):
+        for message in notes + task.preflight(engine.context_length):
             note(message)
         fmt = "data" if data_only else "record"
         run_batch(task, engine, batch, fmt, ".json")

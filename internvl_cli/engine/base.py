@@ -1,9 +1,10 @@
 """Step 3, the engine interface: what every backend takes (tiles + prompt) and returns (text + accounting)."""
 from __future__ import annotations
 
+import threading
 from collections.abc import Hashable, Iterator
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, Union
+from typing import Any, Literal, Protocol, Union
 
 import numpy as np
 
@@ -11,7 +12,9 @@ from ..flags import Flag
 from ..decoding.constraints import Constraint
 from ..decoding.repetition import LoopRule
 from ..documents.tiling import TiledImage, TilingConfig
-from ..errors import InternVLError
+from ..errors import InternVLError, UsageError
+from ..hardware.batch_sizing import CPU_BATCH, BatchDefaults
+from ..models.info import CheckpointInfo
 
 EngineName = Literal["hf", "vllm", "server"]
 ENGINE_NAMES: tuple[str, ...] = ("hf", "vllm", "server")
@@ -109,12 +112,24 @@ class Engine(Protocol):
     """A loaded model that turns requests into text. Tasks only ever see this interface.
 
     Each backend owns its batching: transformers runs static batches of similar tile counts, vLLM keeps its
-    continuous batch full, the server client keeps `--concurrency` requests in flight.
+    continuous batch full, the server client keeps `--concurrency` requests in flight. Backends inherit this
+    class, so the optional abilities below have their defaults and callers just call them.
     """
 
     name: EngineName
     model_id: str
-    tiling: TilingConfig
+    info: CheckpointInfo  # what the checkpoint says about itself, read once
+    tokenizer: Any = None  # the model's tokenizer once an engine has loaded it here (never for a server)
+
+    @property
+    def tiling(self) -> TilingConfig:
+        """How pages become tiles for this model."""
+        return self.info.tiling
+
+    @property
+    def context_length(self) -> int | None:
+        """The model's context in tokens (prompt and answer); None when the engine cannot know it."""
+        return self.info.context_length
 
     def window(self, limits: BatchLimits) -> int:
         """How many requests the engine wants in hand at once (the runner renders that far ahead)."""
@@ -137,3 +152,19 @@ class Engine(Protocol):
     def describe(self) -> dict:
         """Name, device, dtype, quantization: for logs, the ledger and `doctor`."""
         ...
+
+    # ---------------------------------------------------------------- optional abilities, with defaults
+
+    def stop_on(self, event: threading.Event) -> None:
+        """Generation stops within a token once `event` is set (the caller discards what was cut). By default
+        nothing: the runner stops taking results as they come."""
+
+    def batch_limits(self, max_tiles: int = 12, max_new_tokens: int = 1024) -> BatchDefaults:
+        """Default --batch-size / --batch-tiles for this model where it runs, after `load()`. By default the
+        fixed 8 pages and 64 tiles (engines that batch continuously ignore them)."""
+        return CPU_BATCH
+
+    def render_prompt(self, request: GenerationRequest) -> tuple[str, int]:
+        """Exactly what the model would be fed for `request` (image tokens expanded) and its length in tokens.
+        By default refused: only an engine that tokenizes here can say."""
+        raise UsageError(f"the {self.name} engine cannot show its prompts")

@@ -10,8 +10,9 @@ import numpy as np
 
 from ..flags import Flag
 from ..errors import ModelLoadError, OutOfMemoryError, short_reason
+from ..hardware.batch_sizing import BatchDefaults
 from .base import (
-    BatchLimits, GenerationRequest, GenerationResult, RequestSource, Sampling, image_tile_count, image_tiles,
+    BatchLimits, Engine, GenerationRequest, GenerationResult, RequestSource, Sampling, image_tile_count, image_tiles,
 )
 from ..decoding.constraints import Constraint
 from .batching import plan_batches, take_window
@@ -25,7 +26,7 @@ from ..decoding.tokens import TokenPieces, eos_ids
 _log = logging.getLogger("internvl_cli.engine")
 
 
-class TransformersEngine:
+class TransformersEngine(Engine):
     """A native-layout InternVL checkpoint directory, generating with transformers (static batches).
 
     Built from the checkpoint's CheckpointInfo (its small config files, already read), so a run can plan its
@@ -47,10 +48,8 @@ class TransformersEngine:
         self.kernel = None  # the AWQ KernelChoice a load made (hardware/kernels.py)
         self.attention = None
         self._machine = None
-        self.context_length = info.context_length
         self.quantization = info.quantization
         self.image_seq_length = info.image_seq_length
-        self.tiling = info.tiling
         self.tokenizer = None
         self.model = None
         self._stop = None  # a threading.Event: when set, generation ends at the next token (see stop_on)
@@ -118,7 +117,7 @@ class TransformersEngine:
             self.dtype = self.model.dtype
         self._eos = eos_ids(self.model.generation_config.eos_token_id, self.tokenizer)
 
-    def batch_limits(self, max_tiles: int = 12, max_new_tokens: int = 1024):
+    def batch_limits(self, max_tiles: int = 12, max_new_tokens: int = 1024) -> BatchDefaults:
         """Default --batch-size / --batch-tiles for this model on its device (hardware/batch_sizing.py), after `load()`."""
         from ..hardware.batch_sizing import CPU_BATCH, ModelDims, default_batch_limits
         from ..hardware.machine import free_gpu_bytes

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from ..errors import ServerError, UsageError
-from .base import BatchLimits, GenerationRequest, GenerationResult, Outcome, RequestSource, Tag
+from .base import BatchLimits, Engine, GenerationRequest, GenerationResult, Outcome, RequestSource, Tag
 from .batching import generate_in_order
 from ..models.info import CheckpointInfo
 from .vllm_requests import extra_args, finish_answer, pictures, sampling_fields, structured_outputs, tile_budget
@@ -57,7 +57,7 @@ class _Failure(Exception):
     details: list[str] = field(default_factory=list)
 
 
-class ServerEngine:
+class ServerEngine(Engine):
     """Pages sent to OpenAI-compatible chat-completions endpoints; `--concurrency` requests in flight."""
 
     name = "server"
@@ -75,11 +75,15 @@ class ServerEngine:
         self.served_model: str | None = None  # the name requests carry, read from the servers on load()
         # a local checkpoint's own facts when --model names one, else InternVL's standard tiles
         self.info = info or CheckpointInfo.standard(self.model_id)
-        self.tiling = self.info.tiling
         self.concurrency = concurrency
         self.retry = retry
         self._lock = threading.Lock()
         self._loaded = False
+
+    @property
+    def context_length(self) -> int | None:
+        """Unknown: each server runs the model with its own context (`vllm serve --max-model-len`)."""
+        return None
 
     # ------------------------------------------------------------------ connecting
 
@@ -232,7 +236,7 @@ class ServerEngine:
             new_tokens = int(usage.get("completion_tokens") or 0)
         return GenerationResult(
             text=text, finish_reason=reason, prompt_tokens=int(usage.get("prompt_tokens") or 0),
-            new_tokens=new_tokens, image_tokens=request.tiles * self.tiling.image_seq_length, seconds=seconds,
+            new_tokens=new_tokens, image_tokens=request.tiles * self.info.image_seq_length, seconds=seconds,
             flags=flags)
 
     # ------------------------------------------------------------------ servers and retries

@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator
 
 from ..errors import InternVLError, ModelLoadError, UsageError, short_reason
-from .base import BatchLimits, GenerationRequest, GenerationResult, Outcome, RequestSource, Tag
+from .base import BatchLimits, Engine, GenerationRequest, GenerationResult, Outcome, RequestSource, Tag
 from .batching import generate_in_order
 from ..decoding.tokens import TokenPieces
 from ..models.info import CheckpointInfo
@@ -24,7 +24,7 @@ from .vllm_requests import extra_args, finish_answer, pictures, sampling_fields,
 WINDOW_PER_SEQUENCE = 2
 
 
-class VllmEngine:
+class VllmEngine(Engine):
     """vllm.LLM on a native InternVL checkpoint directory; weights load on `load()`."""
 
     name = "vllm"
@@ -45,7 +45,6 @@ class VllmEngine:
         self.info = info
         self.model_dir = info.model_dir
         self.model_id = info.model_id
-        self.tiling = info.tiling
         self.dtype = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}.get(dtype, dtype)
         self.tensor_parallel_size = tensor_parallel_size
         self.max_num_seqs = max_num_seqs
@@ -56,6 +55,11 @@ class VllmEngine:
         self._tokenizer = None
         self._pieces: TokenPieces | None = None
         self._ids = itertools.count()
+
+    @property
+    def tokenizer(self):
+        """vLLM's tokenizer of the model, once loaded."""
+        return self._tokenizer
 
     @property
     def context_length(self) -> int | None:
@@ -184,7 +188,7 @@ class VllmEngine:
             lambda kept: self._tokenizer.decode(kept, skip_special_tokens=True))
         return GenerationResult(
             text=text, finish_reason=finish, prompt_tokens=len(output.prompt_token_ids or []),
-            new_tokens=new_tokens, image_tokens=request.tiles * self.tiling.image_seq_length, seconds=seconds,
+            new_tokens=new_tokens, image_tokens=request.tiles * self.info.image_seq_length, seconds=seconds,
             flags=flags)
 
 

@@ -131,7 +131,7 @@ def _run_options(settings: BatchSettings, engine: Engine | None) -> RunOptions:
     """Batch limits: as given, else the loaded engine's defaults (hardware/batch_sizing.py sizes them from free GPU memory),
     else 8 pages and 64 tiles."""
     pages, tiles = settings.batch_size, settings.batch_tiles
-    if (pages is None or tiles is None) and engine is not None and hasattr(engine, "batch_limits"):
+    if (pages is None or tiles is None) and engine is not None:
         limits = engine.batch_limits()
         pages = limits.pages if pages is None else pages
         tiles = limits.tiles if tiles is None else tiles
@@ -143,13 +143,10 @@ def _run_options(settings: BatchSettings, engine: Engine | None) -> RunOptions:
 def _check_documents(task: Task, docs: list, sink: _ReportingSink) -> tuple[list, list[DocumentFailure]]:
     """Opens every document as the task will (format, password, page range, first page) before any weights
     load; those that fail are reported and recorded like any failed document and left out of the run."""
-    check = getattr(task, "check", None)
-    if check is None:  # a library task without the check runs unchecked, as before
-        return docs, []
     readable, failed = [], []
     for doc in docs:
         try:
-            check(doc.path)
+            task.check(doc.path)
         except InternVLError as error:
             if error.path is None:
                 error.path = str(doc.path)
@@ -193,9 +190,8 @@ def task_fingerprint(task: Task, engine: Engine) -> dict:
     """What the ledger hashes: the task's settings and, for engines other than transformers, the engine (a
     rerun with another engine is a new task; ledgers written before engines existed stay valid for hf)."""
     fingerprint = task.fingerprint()
-    name = getattr(engine, "name", "hf")
-    if name != "hf":
-        fingerprint = {**fingerprint, "engine": name}
+    if engine.name != "hf":
+        fingerprint = {**fingerprint, "engine": engine.name}
     return fingerprint
 
 

@@ -5,23 +5,19 @@ from pathlib import Path
 
 from ..engine.base import Engine
 from ..models.prompting import ImageTokens, collapse_image_tokens
-from ..errors import UsageError
 from ..tasks.base import Task
 
 
 def preview_prompts(task: Task, engine: Engine, path: Path) -> list[dict]:
     """One row per unit (a page, or an extract window): the exact prompt (image tokens collapsed to a count), its
     token count split into image and text tokens, and the answer budget the model's context leaves."""
-    render = getattr(engine, "render_prompt", None)
-    if render is None:
-        raise UsageError(f"the {engine.describe().get('backend', 'selected')} engine cannot show its prompts")
-    context = getattr(engine, "context_length", None)
+    context = engine.context_length
     rows = []
     for unit in task.units(path):
         if unit.error is not None:
             raise unit.error
         request = unit.request
-        prompt, tokens = render(request)
+        prompt, tokens = engine.render_prompt(request)  # refused by engines that cannot show prompts
         image_tokens = sum(plan.image_tokens for plan in unit.plans)
         budget = request.sampling.max_new_tokens if context is None else min(request.sampling.max_new_tokens,
                                                                              context - tokens)
@@ -36,5 +32,4 @@ def preview_prompts(task: Task, engine: Engine, path: Path) -> list[dict]:
 
 
 def _image_tokens(engine: Engine) -> ImageTokens:
-    tokenizer = getattr(engine, "tokenizer", None)
-    return ImageTokens.of(tokenizer) if tokenizer is not None else ImageTokens()
+    return ImageTokens.of(engine.tokenizer) if engine.tokenizer is not None else ImageTokens()

@@ -128,9 +128,7 @@ class Runner:
 
     def run(self, paths: Iterable[Path]) -> RunReport:
         started = time.perf_counter()
-        stop_on = getattr(self.engine, "stop_on", None)
-        if stop_on is not None:
-            stop_on(self.stop)  # a stop request ends generation mid-batch, not after it
+        self.engine.stop_on(self.stop)  # a stop request ends generation mid-batch, not after it
         ahead = self.options.lookahead or self.engine.window(self.options.limits)
         feed: queue.Queue = queue.Queue(maxsize=max(2, ahead))
         producer = threading.Thread(target=self._produce, args=(list(paths), feed), daemon=True,
@@ -236,10 +234,9 @@ class Runner:
     def _retry(self, unit: Unit, result) -> Unit | None:
         """olmOCR's per-page retry: a task may ask once for a second try (e.g. after a loop); the first answer
         is kept beside it so the task can choose and flag."""
-        retry_request = getattr(self.task, "retry_request", None)
-        if unit.attempts >= getattr(self.task, "max_retries", 1) or retry_request is None:
+        if unit.attempts >= self.task.max_retries:
             return None
-        request = retry_request(unit, result)
+        request = self.task.retry_request(unit, result)
         if request is None:
             return None
         unit.attempts += 1

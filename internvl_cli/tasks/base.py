@@ -48,7 +48,11 @@ class DocumentResult:
 
 
 class Task(Protocol):
+    """What a run asks of a task. Tasks inherit this class, so the optional abilities below have their defaults
+    and the runner just calls them."""
+
     name: str
+    max_retries: int = 1  # how many times one unit may be tried again (see `retry_request`)
 
     def fingerprint(self) -> dict:
         """Everything that changes this task's output (prompt text, settings): hashed into the ledger key."""
@@ -58,17 +62,23 @@ class Task(Protocol):
         """Opens the document and yields its units with tiles ready; raises InternVLError if it cannot be read."""
         ...
 
-    def check(self, path: Path) -> None:
-        """Optional: opens the document as `units` will, without tiling, and raises InternVLError if it cannot
-        be read (runs call it for every document before the weights load)."""
-        ...
-
     def finish(self, path: Path, outcomes: list[Outcome], page_count: int) -> DocumentResult:
         ...
 
     def render(self, result: DocumentResult, fmt: str) -> str:
         """The document's output in `fmt`, as written to stdout or to its output file."""
         ...
+
+    # ---------------------------------------------------------------- optional abilities, with defaults
+
+    def check(self, path: Path) -> None:
+        """Opens the document as `units` will, without tiling, and raises InternVLError if it cannot be read (runs
+        call it for every document before the weights load). By default nothing is checked."""
+
+    def retry_request(self, unit: Unit, result: GenerationResult) -> GenerationRequest | None:
+        """The request for another try of a unit after `result` (e.g. a page that looped), or None to keep the
+        result. By default never."""
+        return None
 
 
 # Characters JSON allows raw but line splitters (Python's splitlines, some JSONL readers) treat as line ends.

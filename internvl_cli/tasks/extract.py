@@ -12,7 +12,7 @@ from ..documents.pages import open_pages
 from ..documents.tiling import TilingConfig, prepare_page
 from ..engine.base import GenerationRequest, Sampling
 from ..errors import InvalidOutputError, UsageError
-from .base import DocumentResult, Outcome, Unit, check_readable, clean_value, digest, json_line
+from .base import DocumentResult, Outcome, Task, Unit, check_readable, clean_value, digest, json_line
 from .prompts import PromptSet, prompt_set
 from ..schema.answers import Answer, choose_answer, parse_answer
 from ..schema.loading import LoadedSchema
@@ -43,7 +43,7 @@ class ExtractOptions:
     system: str | None = None  # None: the checkpoint's own system message; "": none; else this text
 
 
-class ExtractTask:
+class ExtractTask(Task):
     name = "extract"
     max_retries = MAX_RETRIES
 

@@ -11,7 +11,7 @@ from ..engine.base import GenerationRequest, Sampling
 from ..errors import InternVLError
 from ..documents.pages import Page, open_pages
 from ..documents.tiling import TilingConfig, prepare_page
-from .base import DocumentResult, Outcome, Unit, check_readable, clean_text, failure_exceeds
+from .base import DocumentResult, Outcome, Task, Unit, check_readable, clean_text, failure_exceeds
 
 
 @dataclass
@@ -27,7 +27,7 @@ class PageOptions:
     system: str | None = None  # None: the checkpoint's own system message; "": none; else this text
 
 
-class PageTask:
+class PageTask(Task):
     """Base of page-wise tasks; subclasses supply the prompt, the constraint and how answers are cleaned."""
 
     name = "page"
