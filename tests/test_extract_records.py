@@ -11,7 +11,7 @@ from conftest import SAMPLES, ListSink
 from internvl_cli.documents.tiling import TilingConfig
 from internvl_cli.engine.base import GenerationRequest, GenerationResult, Sampling
 from internvl_cli.errors import ExitCode, UsageError
-from internvl_cli.tasks.base import Outcome, Unit
+from internvl_cli.tasks.base import Outcome, Unit, UnitContext
 from internvl_cli.tasks.extract import (
     MAX_FIELDS_CHARS,
     ExtractOptions,
@@ -30,9 +30,9 @@ def task(schema, votes: int = 1, **options) -> ExtractTask:
 
 
 def outcome(text: str, key: int = 0, pages=(1,), finish: str = "stop", earlier=()) -> Outcome:
-    unit = Unit(key=key, request=None, pages=list(pages), info={"window": pages[0], "source": "vision"})
+    unit = Unit(key=key, request=None, pages=list(pages), context=UnitContext(window=pages[0], source="vision"))
     if earlier:
-        unit.info["earlier_results"] = [result(t) for t in earlier]
+        unit.earlier = [result(t) for t in earlier]
     return Outcome(unit, result(text, finish), None)
 
 

@@ -22,7 +22,7 @@ def preview_prompts(task: Task, engine: Engine, path: Path) -> list[dict]:
         budget = request.sampling.max_new_tokens if context is None else min(request.sampling.max_new_tokens,
                                                                              context - tokens)
         rows.append({
-            "file": str(path), "pages": unit.pages, "task": task.name, "source": unit.info.get("source"),
+            "file": str(path), "pages": unit.pages, "task": task.name, "source": unit.context.source,
             "tiles": request.tiles, "prompt_tokens": tokens, "image_tokens": image_tokens,
             "text_tokens": tokens - image_tokens, "max_new_tokens": max(budget, 0), "context": context,
             "system": request.system, "prompt": collapse_image_tokens(prompt, _image_tokens(engine)),

@@ -239,10 +239,7 @@ class Runner:
         request = self.task.retry_request(unit, result)
         if request is None:
             return None
-        unit.attempts += 1
-        unit.info.setdefault("first_result", result)
-        unit.info.setdefault("earlier_results", []).append(result)
-        unit.request = request
+        unit.try_again(result, request)
         return unit
 
     def _record(self, index: int, outcome: Outcome, emit: bool = True) -> None:

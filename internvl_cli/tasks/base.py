@@ -11,7 +11,19 @@ from typing import Protocol
 
 from ..engine.base import GenerationRequest, GenerationResult
 from ..errors import InternVLError
+from ..flags import Flag
 from ..documents.tiling import TilePlan
+
+
+@dataclass
+class UnitContext:
+    """What a task knows about a unit's pages when it makes the unit, and reads back when it writes its records."""
+
+    page_count: int | None = None  # the document's pages ("pages" in page records)
+    source: str | None = None  # "vision", or "vision+text-layer" when a text layer anchors the prompt
+    repaired: bool = False  # MuPDF repaired the file (or its page tree was rebuilt)
+    page_flags: list[Flag] = field(default_factory=list)  # the pages' own: truncated-image, broken-page, ...
+    window: int | None = None  # extract: the first page of the window this unit asks about
 
 
 @dataclass
@@ -22,9 +34,20 @@ class Unit:
     request: GenerationRequest | None  # None when preparing it failed (error set)
     pages: list[int]  # 1-based page numbers covered
     plans: list[TilePlan] = field(default_factory=list)
-    info: dict = field(default_factory=dict)
+    context: UnitContext = field(default_factory=UnitContext)
     error: InternVLError | None = None
-    attempts: int = 0  # retries already made
+    # the answers of earlier attempts, first first, when the task asked for another try (`Task.retry_request`)
+    earlier: list[GenerationResult] = field(default_factory=list)
+
+    @property
+    def attempts(self) -> int:
+        """Retries already made."""
+        return len(self.earlier)
+
+    def try_again(self, result: GenerationResult, request: GenerationRequest) -> None:
+        """Keeps `result` beside the unit (the task chooses among its attempts) and asks `request` next."""
+        self.earlier.append(result)
+        self.request = request
 
 
 @dataclass

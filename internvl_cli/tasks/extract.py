@@ -12,7 +12,7 @@ from ..documents.pages import open_pages
 from ..documents.tiling import TilingConfig, prepare_page
 from ..engine.base import GenerationRequest, Sampling
 from ..errors import InvalidOutputError, UsageError
-from .base import DocumentResult, Outcome, Task, Unit, check_readable, clean_value, digest, json_line
+from .base import DocumentResult, Outcome, Task, Unit, UnitContext, check_readable, clean_value, digest, json_line
 from .prompts import PromptSet, prompt_set
 from ..schema.answers import Answer, choose_answer, parse_answer
 from ..schema.loading import LoadedSchema
@@ -144,8 +144,8 @@ class ExtractTask(Task):
             request = GenerationRequest(images=images, text=text, sampling=sampling,
                                         constraint=self.constraint, system=self.options.system)
             yield Unit(key=key + vote, request=request, pages=numbers, plans=[image.plan for image in images],
-                       info={"window": numbers[0], "source": self._source(pages),
-                             "page_flags": [flag for page in pages for flag in page.flags]})
+                       context=UnitContext(window=numbers[0], source=self._source(pages),
+                                           page_flags=[flag for page in pages for flag in page.flags]))
 
     def _source(self, pages: list) -> str:
         anchored = self.options.use_text_layer and any(p.text_layer for p in pages)
@@ -182,15 +182,16 @@ class ExtractTask(Task):
         problems: dict[int, list[str]] = {}
         seconds, retried = 0.0, False
         for outcome in outcomes:
-            window = outcome.unit.info.get("window", outcome.unit.pages[0])
+            context = outcome.unit.context
+            window = context.window if context.window is not None else outcome.unit.pages[0]
             spans[window] = outcome.unit.pages
             windows.setdefault(window, [])
             if outcome.error is not None or outcome.result is None:
                 problems.setdefault(window, []).append(outcome.error.message if outcome.error else "no result")
                 continue
-            tries = list(outcome.unit.info.get("earlier_results", [])) + [outcome.result]
+            tries = outcome.unit.earlier + [outcome.result]
             retried = retried or len(tries) > 1
-            page_flags = list(outcome.unit.info.get("page_flags", ()))
+            page_flags = list(context.page_flags)
             for result in tries:
                 seconds += result.seconds
                 flags = page_flags + list(result.flags) + ([Flag.TRUNCATED] if result.finish_reason == "length" else [])
@@ -205,7 +206,7 @@ class ExtractTask(Task):
         record = {
             "file": str(path), "pages": len(pages), "data": data, "valid": valid, "errors": errors, "flags": flags,
             "unenforced": self.schema.unenforced, "model": self.model_id, "seconds": round(seconds, 3),
-            "source": outcomes[0].unit.info.get("source") if outcomes else None,
+            "source": outcomes[0].unit.context.source if outcomes else None,
         }
         # Every document gets its record, valid or not: an invalid one carries its errors.
         result = DocumentResult(path=path, records=[record], page_count=len(pages), seconds=seconds,

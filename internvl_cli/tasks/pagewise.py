@@ -11,7 +11,7 @@ from ..engine.base import GenerationRequest, Sampling
 from ..errors import InternVLError
 from ..documents.pages import Page, open_pages
 from ..documents.tiling import TilingConfig, prepare_page
-from .base import DocumentResult, Outcome, Task, Unit, check_readable, clean_text, failure_exceeds
+from .base import DocumentResult, Outcome, Task, Unit, UnitContext, check_readable, clean_text, failure_exceeds
 
 
 @dataclass
@@ -82,21 +82,19 @@ class PageTask(Task):
             yield self._unit(key, page)
 
     def _unit(self, key: int, page: Page) -> Unit:
+        unreadable = UnitContext(page_count=page.count, page_flags=page.flags)
         if page.error is not None:
-            return Unit(key=key, request=None, pages=[page.number], info={"pages": page.count, "flags": page.flags},
-                        error=page.error)
+            return Unit(key=key, request=None, pages=[page.number], context=unreadable, error=page.error)
         try:
             image = prepare_page(page, self.options.tiling)
         except InternVLError as exc:
-            return Unit(key=key, request=None, pages=[page.number], info={"pages": page.count, "flags": page.flags},
-                        error=exc)
+            return Unit(key=key, request=None, pages=[page.number], context=unreadable, error=exc)
         text, source = self.prompt_for(page)
         plan = image.plan
         request = GenerationRequest(images=[image], text=text, sampling=self.options.sampling,
                                     constraint=self.constraint(), system=self.options.system)
-        info = {"pages": page.count, "source": source, "size": [page.width, page.height],
-                "repaired": page.repaired, "flags": page.flags}
-        return Unit(key=key, request=request, pages=[page.number], plans=[plan], info=info)
+        context = UnitContext(page_count=page.count, source=source, repaired=page.repaired, page_flags=page.flags)
+        return Unit(key=key, request=request, pages=[page.number], plans=[plan], context=context)
 
     def finish(self, path: Path, outcomes: list[Outcome], page_count: int) -> DocumentResult:
         records = [self._record(path, outcome) for outcome in outcomes]
@@ -109,25 +107,25 @@ class PageTask(Task):
         return doc
 
     def _record(self, path: Path, outcome: Outcome) -> dict:
-        unit = outcome.unit
+        unit, context = outcome.unit, outcome.unit.context
         plan = unit.plans[0] if unit.plans else None
         record: dict = {
-            "file": str(path), "page": unit.pages[0], "pages": unit.info.get("pages"),
-            "source": unit.info.get("source"), "model": self.model_id,
+            "file": str(path), "page": unit.pages[0], "pages": context.page_count,
+            "source": context.source, "model": self.model_id,
             "tiles": plan.tiles if plan else 0, "grid": list(plan.grid_size) if plan else None,
             "image_tokens": plan.image_tokens if plan else 0, "seconds": 0.0, "flags": [],
         }
-        record["flags"].extend(unit.info.get("flags", ()))  # the page's own: truncated-image, broken-page, ...
+        record["flags"].extend(context.page_flags)  # the page's own: truncated-image, broken-page, ...
         if outcome.error is not None or outcome.result is None:
             record.update(text="", error=(outcome.error.message if outcome.error else "no result"))
             record["flags"].append(Flag.FAILED)
             return record
         result = outcome.result
-        first = unit.info.get("first_result")
+        first = unit.earlier[0] if unit.earlier else None
         if first is not None:
             record["flags"].append(Flag.RETRIED)
             result = better_attempt(first, result)
-        if unit.info.get("repaired"):
+        if context.repaired:
             record["flags"].append(Flag.REPAIRED_PDF)
         record["seconds"] = round(result.seconds + (first.seconds if first is not None else 0.0), 3)
         record["flags"].extend(result.flags)
