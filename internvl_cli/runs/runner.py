@@ -5,10 +5,10 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..engine.base import BatchLimits, Engine, GenerationRequest
 from ..errors import ExitCode, InternVLError
@@ -124,7 +124,6 @@ class Runner:
         self.report = RunReport()
         self._docs: list[_Doc] = []
         self._next_emit = 0
-        self._retries: deque[tuple[int, Unit]] = deque()  # units asked for a second try, fed before new ones
 
     def run(self, paths: Iterable[Path]) -> RunReport:
         started = time.perf_counter()
@@ -178,39 +177,34 @@ class Runner:
     # ------------------------------------------------------------ consumer (main thread)
 
     def _consume(self, feed: queue.Queue) -> None:
-        source = _FeedSource(self, feed)
+        source = _FeedSource(feed, self.stop, on_control=self._control, on_unreadable=self._unreadable)
         stream = self.engine.stream(source, self.options.limits)
         try:
             for tag, outcome in stream:
-                index, unit = source.in_flight.pop(tag)
+                index, unit = source.finished(tag)
                 if self.stop.is_set():
                     break  # SIGTERM / Ctrl-C, maybe mid-batch: answers may be cut; documents stay pending
-                self._handle(index, unit, outcome)
+                self._handle(source, index, unit, outcome)
         finally:
             stream.close()
 
-    def _handle(self, index: int, unit: Unit, outcome) -> None:
+    def _handle(self, source: _FeedSource, index: int, unit: Unit, outcome) -> None:
         """One finished request: recorded (or sent back once for a retry), progress, documents emitted."""
         if isinstance(outcome, InternVLError):  # out of memory, a server that kept failing: this unit fails
             self._record(index, Outcome(unit, None, outcome))
             return
         again = self._retry(unit, outcome)
         if again is not None:
-            self._retries.append((index, again))
+            source.retry(index, again)
             return
         unit.request = None  # the tiles are no longer needed: keep memory bounded
         self._record(index, Outcome(unit, outcome, None), emit=False)
         self.progress.pages_done(self._new_pages([(index, unit)]))
         self._emit_ready()
 
-    def _next_item(self, feed: queue.Queue, wait: bool):
-        """The next prepared item; None when nothing is ready (or a stop was requested while waiting)."""
-        while True:
-            try:
-                return feed.get(timeout=0.2) if wait else feed.get_nowait()
-            except queue.Empty:
-                if not wait or self.stop.is_set():
-                    return None
+    def _unreadable(self, index: int, unit: Unit) -> None:
+        """A unit that could not be prepared (its page is broken, its tiles failed): recorded as failed."""
+        self._record(index, Outcome(unit, None, unit.error))
 
     def _control(self, kind: str, index: int, payload) -> None:
         if kind == "start":
@@ -282,31 +276,43 @@ class Runner:
 class _FeedSource:
     """The engine's view of the run: retries first, then units as the producer thread prepares them.
 
-    Control items (a document started, ended, failed to open) and units that failed to prepare are handled
-    on the way, so documents finish in order even while the engine is busy with later pages.
+    It owns the feed and the retries; what else comes down the feed (a document started, ended, failed to open;
+    a unit that failed to prepare) goes to the runner on the way, through `on_control` and `on_unreadable`, so
+    documents finish in order even while the engine is busy with later pages.
     """
 
-    def __init__(self, runner: Runner, feed: queue.Queue):
-        self.runner = runner
-        self.feed = feed
-        self.in_flight: dict[int, tuple[int, Unit]] = {}
+    def __init__(self, feed: queue.Queue, stop: threading.Event, on_control: Callable[[str, int, Any], None],
+                 on_unreadable: Callable[[int, Unit], None]):
+        self._feed = feed
+        self._stop = stop
+        self._on_control = on_control
+        self._on_unreadable = on_unreadable
+        self._in_flight: dict[int, tuple[int, Unit]] = {}
+        self._retries: deque[tuple[int, Unit]] = deque()  # units asked for another try, fed before new ones
         self._finished = False
         self._tags = 0
 
+    def retry(self, index: int, unit: Unit) -> None:
+        """Hands `unit` (its next request set) to the engine again, before any new unit."""
+        self._retries.append((index, unit))
+
+    def finished(self, tag: int) -> tuple[int, Unit]:
+        """The document index and unit of a request the engine has finished."""
+        return self._in_flight.pop(tag)
+
     @property
     def done(self) -> bool:
-        return self.runner.stop.is_set() or (self._finished and not self.runner._retries)
+        return self._stop.is_set() or (self._finished and not self._retries)
 
     def take(self, wait: bool) -> tuple[int, GenerationRequest] | None:
-        runner = self.runner
-        while not runner.stop.is_set():
-            if runner._retries:
-                return self._hand_out(*runner._retries.popleft())
+        while not self._stop.is_set():
+            if self._retries:
+                return self._hand_out(*self._retries.popleft())
             if self._finished:
                 return None
-            item = runner._next_item(self.feed, wait=wait)
+            item = self._next_item(wait=wait)
             if item is None:
-                if wait and not runner.stop.is_set():
+                if wait and not self._stop.is_set():
                     continue
                 return None
             kind, index, payload = item
@@ -314,14 +320,23 @@ class _FeedSource:
                 self._finished = True
             elif kind == "unit":
                 if payload.error is not None:
-                    runner._record(index, Outcome(payload, None, payload.error))
+                    self._on_unreadable(index, payload)
                 else:
                     return self._hand_out(index, payload)
             else:
-                runner._control(kind, index, payload)
+                self._on_control(kind, index, payload)
         return None
+
+    def _next_item(self, wait: bool):
+        """The next prepared item; None when nothing is ready (or a stop was requested while waiting)."""
+        while True:
+            try:
+                return self._feed.get(timeout=0.2) if wait else self._feed.get_nowait()
+            except queue.Empty:
+                if not wait or self._stop.is_set():
+                    return None
 
     def _hand_out(self, index: int, unit: Unit) -> tuple[int, GenerationRequest]:
         self._tags += 1
-        self.in_flight[self._tags] = (index, unit)
+        self._in_flight[self._tags] = (index, unit)
         return self._tags, unit.request
