@@ -59,6 +59,17 @@ def test_directory_run_then_rerun_does_nothing(cli, tiny_model, inbox, tmp_path)
     assert json.loads(stdout)["done"] == 3
 
 
+def test_each_document_is_opened_once_before_its_first_token(cli, tiny_model, inbox, tmp_path, monkeypatch):
+    """The check before the model loads opens every document; the run's units use that open document."""
+    from internvl_cli.tasks import base
+
+    opened, real = [], base.open_pages
+    monkeypatch.setattr(base, "open_pages", lambda path, **kw: opened.append(Path(path).name) or real(path, **kw))
+    code, _, err = cli("ocr", inbox, "-o", tmp_path / "out", "--model", tiny_model, "--max-new-tokens", "2")
+    assert code == 0, err
+    assert sorted(opened) == ["invoice.pdf", "invoice.png", "invoice.png"]
+
+
 def test_changed_schema_reruns_only_that_task(cli, tiny_model, inbox, tmp_path):
     out = tmp_path / "out"
     schema = tmp_path / "kind.json"

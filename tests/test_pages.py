@@ -33,6 +33,26 @@ def test_loadable_files_render_to_rgb_tiles(files, name, count):
     assert seen == count if count is not None else seen >= 1
 
 
+def test_a_checked_document_stays_open_for_its_units_while_memory_allows(files):
+    """A run's check opens each document before the model loads; its units then use that open document, as long
+    as the kept ones fit (a count, and the bytes of decoded image pages); the others are opened again."""
+    from internvl_cli.documents.kept import KeptDocuments
+
+    opened = []
+
+    def opener(path):
+        opened.append(path.name)
+        return open_pages(path)
+
+    pdf, tiff, webp = files["mixed_text_layer_pdf"], files["multiframe_tiff"], files["webp"]
+    kept = KeptDocuments(opener, max_documents=2, max_bytes=600 * 400 * 3)
+    for path in (pdf, tiff, webp):  # the PDF holds no raster; the TIFF's first frame fills the bytes
+        kept.check(path)
+    assert [p.number for p in kept.pages(pdf)] == [1, 2, 3] and [p.number for p in kept.pages(tiff)] == [1, 2, 3]
+    assert [p.number for p in kept.pages(webp)] == [1] and [p.number for p in kept.pages(pdf)] == [1, 2, 3]
+    assert opened == [pdf.name, tiff.name, webp.name, webp.name, pdf.name]  # kept once; beyond the budget, again
+
+
 def test_tiff_frames_are_pages_with_their_own_sizes(files):
     sizes = [(p.width, p.height) for p in pages(files["multiframe_tiff"])]
     assert sizes == [(600, 400), (400, 600), (300, 300)]

@@ -61,6 +61,11 @@ class Page:
     def number(self) -> int:
         return self.index + 1
 
+    @property
+    def held_bytes(self) -> int:
+        """Memory the page holds until it is rendered: an image's decoded RGB raster (PDF pages render on demand)."""
+        return self.width * self.height * 3 if self.kind == "image" else 0
+
     def render(self, width: int, height: int) -> Image.Image:
         """The page as an RGB image of exactly width x height pixels."""
         return self._render(width, height)

@@ -4,14 +4,16 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..engine.base import GenerationRequest, GenerationResult
 from ..errors import InternVLError
 from ..flags import Flag
+from ..documents.kept import KeptDocuments
+from ..documents.pages import Page, open_pages
 from ..documents.tiling import TilePlan
 
 
@@ -104,6 +106,28 @@ class Task(Protocol):
         return None
 
 
+class DocumentTask(Task):
+    """A task that reads each document's pages with open_pages (ocr, chart, extract). The check before the
+    weights load opens the document, and the run's units use that open document while memory allows
+    (documents/kept.py), so a document is opened once, not twice."""
+
+    def __init__(self, options: Any):
+        self.options = options  # password, pages and frames say how documents are opened
+        self.documents = KeptDocuments(self.open)
+
+    def open(self, path: Path) -> Iterator[Page]:
+        """The document's selected pages, opened the one way both `check` and `units` use."""
+        return open_pages(path, password=self.options.password, pages=self.options.pages,
+                          frames=self.options.frames)
+
+    def check(self, path: Path) -> None:
+        self.documents.check(path)
+
+    def pages(self, path: Path) -> Iterator[Page]:
+        """The document's pages for its units: as its check opened them, or opened now."""
+        return self.documents.pages(path)
+
+
 # Characters JSON allows raw but line splitters (Python's splitlines, some JSONL readers) treat as line ends.
 _LINE_BREAKERS = {"\u0085": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"}
 
@@ -142,18 +166,6 @@ def digest(obj: object) -> str:
     """A stable sha256 of JSON-serialisable settings."""
     text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def check_readable(pages: Iterable) -> None:
-    """Reads a document's first page: that runs every document-level check (format, password, page range, an
-    empty or undecodable single image) in milliseconds; problems of later pages stay per page, as in a run."""
-    iterator = iter(pages)
-    try:
-        next(iterator, None)
-    finally:
-        close = getattr(iterator, "close", None)
-        if close is not None:
-            close()
 
 
 def failure_exceeds(failed: int, total: int, max_rate: float) -> bool:

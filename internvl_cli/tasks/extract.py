@@ -8,11 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from ..flags import Flag
-from ..documents.pages import open_pages
 from ..documents.tiling import TilingConfig, prepare_page
 from ..engine.base import GenerationRequest, Sampling
 from ..errors import InvalidOutputError, UsageError
-from .base import DocumentResult, Outcome, Task, Unit, UnitContext, check_readable, clean_value, digest, json_line
+from .base import DocumentResult, DocumentTask, Outcome, Unit, UnitContext, clean_value, digest, json_line
 from .prompts import PromptSet, prompt_set
 from ..schema.answers import Answer, choose_answer, parse_answer
 from ..schema.loading import LoadedSchema
@@ -43,13 +42,13 @@ class ExtractOptions:
     system: str | None = None  # None: the checkpoint's own system message; "": none; else this text
 
 
-class ExtractTask(Task):
+class ExtractTask(DocumentTask):
     name = "extract"
     max_retries = MAX_RETRIES
 
     def __init__(self, options: ExtractOptions, schema: LoadedSchema, model_id: str,
                  prompts: PromptSet | None = None):
-        self.options = options
+        super().__init__(options)
         self.schema = schema
         self.model_id = model_id
         self.prompts = prompts or prompt_set("extract")
@@ -107,18 +106,10 @@ class ExtractTask(Task):
 
     # ---------------------------------------------------------------- units
 
-    def open(self, path: Path) -> Iterator:
-        """The document's selected pages, opened the one way both `check` and `units` use."""
-        return open_pages(path, password=self.options.password, pages=self.options.pages,
-                          frames=self.options.frames)
-
-    def check(self, path: Path) -> None:
-        check_readable(self.open(path))
-
     def units(self, path: Path) -> Iterator[Unit]:
         window: list = []
         key = 0
-        for page in self.open(path):
+        for page in self.pages(path):
             if page.error is not None:
                 raise page.error  # a document is one unit: an unreadable page fails it
             window.append(page)

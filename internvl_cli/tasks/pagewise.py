@@ -9,9 +9,9 @@ from ..flags import Flag
 from ..decoding.constraints import Constraint
 from ..engine.base import GenerationRequest, Sampling
 from ..errors import InternVLError
-from ..documents.pages import Page, open_pages
+from ..documents.pages import Page
 from ..documents.tiling import TilingConfig, prepare_page
-from .base import DocumentResult, Outcome, Task, Unit, UnitContext, check_readable, clean_text, failure_exceeds
+from .base import DocumentResult, DocumentTask, Outcome, Unit, UnitContext, clean_text, failure_exceeds
 
 
 @dataclass
@@ -27,13 +27,13 @@ class PageOptions:
     system: str | None = None  # None: the checkpoint's own system message; "": none; else this text
 
 
-class PageTask(Task):
+class PageTask(DocumentTask):
     """Base of page-wise tasks; subclasses supply the prompt, the constraint and how answers are cleaned."""
 
     name = "page"
 
     def __init__(self, options: PageOptions, model_id: str):
-        self.options = options
+        super().__init__(options)
         self.model_id = model_id
 
     # subclass hooks ----------------------------------------------------------
@@ -69,16 +69,8 @@ class PageTask(Task):
             **self.settings(),
         }
 
-    def open(self, path: Path) -> Iterator[Page]:
-        """The document's selected pages, opened the one way both `check` and `units` use."""
-        return open_pages(path, password=self.options.password, pages=self.options.pages,
-                          frames=self.options.frames)
-
-    def check(self, path: Path) -> None:
-        check_readable(self.open(path))
-
     def units(self, path: Path) -> Iterator[Unit]:
-        for key, page in enumerate(self.open(path)):
+        for key, page in enumerate(self.pages(path)):
             yield self._unit(key, page)
 
     def _unit(self, key: int, page: Page) -> Unit:
