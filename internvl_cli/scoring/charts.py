@@ -23,6 +23,7 @@ class TableScore:
     correct_cells: int
     cells: int
     predicted_cells: int
+    agreeing: frozenset = frozenset()  # (row, column) of the output's agreeing cells, header row 0
 
 
 def score_table(truth: Table, predicted: Table, tolerance: float = 0.05) -> TableScore:
@@ -32,10 +33,11 @@ def score_table(truth: Table, predicted: Table, tolerance: float = 0.05) -> Tabl
         return TableScore(0, len(truth_header), 0, len(truth_header) * len(truth_rows), 0)
     header, *rows = predicted
     columns = _pair_columns(truth_header, header)
-    header_matches = sum(fold_text(truth_header[i]) == fold_text(header[j]) for i, j in columns.items())
-    correct = _correct_cells(truth_rows, rows, columns, tolerance)
-    return TableScore(header_matches=header_matches, columns=len(truth_header), correct_cells=correct,
-                      cells=len(truth_header) * len(truth_rows), predicted_cells=len(header) * len(rows))
+    matched_headers = {(0, j) for i, j in columns.items() if fold_text(truth_header[i]) == fold_text(header[j])}
+    agreeing = _agreeing_cells(truth_rows, rows, columns, tolerance)
+    return TableScore(header_matches=len(matched_headers), columns=len(truth_header), correct_cells=len(agreeing),
+                      cells=len(truth_header) * len(truth_rows), predicted_cells=len(header) * len(rows),
+                      agreeing=frozenset(matched_headers | agreeing))
 
 
 def _pair_columns(truth: list[str], predicted: list[str]) -> dict[int, int]:
@@ -51,16 +53,20 @@ def _pair_columns(truth: list[str], predicted: list[str]) -> dict[int, int]:
     return {int(i): int(j) for i, j in zip(rows, cols)}
 
 
-def _correct_cells(truth_rows: Table, rows: Table, columns: dict[int, int], tolerance: float) -> int:
+def _agreeing_cells(truth_rows: Table, rows: Table, columns: dict[int, int], tolerance: float) -> set:
+    """The output's cells (row from 1, column) that agree with the truth under the best pairing of rows."""
     if not truth_rows or not rows:
-        return 0
+        return set()
     import numpy as np
     from scipy.optimize import linear_sum_assignment
 
-    agree = np.array([[sum(i < len(t) and j < len(p) and same_value(t[i], p[j], tolerance)
-                           for i, j in columns.items()) for p in rows] for t in truth_rows], dtype=float)
-    matched_rows, matched_cols = linear_sum_assignment(agree, maximize=True)
-    return int(agree[matched_rows, matched_cols].sum())
+    def agree(t: list[str], p: list[str]) -> list[int]:
+        return [j for i, j in columns.items() if i < len(t) and j < len(p) and same_value(t[i], p[j], tolerance)]
+
+    pairs = [[agree(t, p) for p in rows] for t in truth_rows]
+    counts = np.array([[len(cell) for cell in row] for row in pairs], dtype=float)
+    matched_truth, matched_output = linear_sum_assignment(counts, maximize=True)
+    return {(int(o) + 1, j) for t, o in zip(matched_truth, matched_output) for j in pairs[t][o]}
 
 
 def parse_csv_tables(text: str) -> list[Table]:
