@@ -45,6 +45,7 @@ class Truth:
     tables: list[Table] | None = None  # chart
     omni: bool = False
     files: dict[str, Path] = field(default_factory=dict)  # kind -> truth file
+    tried: bool = False               # a truth file was there, even if it could not be read
 
     def has(self, task: str) -> bool:
         return {"ocr": self.text is not None, "chart": self.tables is not None,
@@ -96,15 +97,18 @@ def _load_beside(root: Path, skip: tuple[Path, ...]) -> TruthSet:
         elif suffix in TRUTH_SUFFIXES:
             key = document_key(relative[: -len(suffix)])
             truth = found.truths.setdefault(key, Truth(key))
+            truth.tried = True
             problem = _read_truth_file(truth, path, suffix)
             if problem:
                 found.problems.append(Problem(str(path), problem))
     has_documents = any(t.document for t in found.truths.values())
     for key, truth in sorted(found.truths.items()):
         if truth.document is None and has_documents and truth.files:
-            names = ", ".join(str(p) for p in truth.files.values())
-            found.problems.append(Problem(names, f"no document {PurePosixPath(key).name}.* beside this truth file"))
-        elif truth.document is not None and not truth.files:
+            for path in truth.files.values():
+                found.problems.append(Problem(str(path), f"no document {PurePosixPath(key).name}.* beside this "
+                                              "truth file"))
+            del found.truths[key]  # reported once: its outputs, if any, are then outputs without truth
+        elif truth.document is not None and not truth.tried:
             found.problems.append(Problem(str(truth.document), "no truth file beside this document "
                                           "(X.txt or X.md for ocr, X.json for extract, X.csv for chart)"))
     return found

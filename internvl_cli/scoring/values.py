@@ -81,7 +81,7 @@ def same_value(truth: object, predicted: object, tolerance: float = 0.0) -> bool
     if truth is None or predicted is None:
         return truth is None and predicted is None
     if isinstance(truth, bool) or isinstance(predicted, bool):
-        return truth == predicted or fold_text(str(truth)) == fold_text(str(predicted))
+        return fold_text(str(truth)) == fold_text(str(predicted))  # True equals "true", never 1
     a, b = as_number(truth), as_number(predicted)
     if a is not None and b is not None:
         return abs(a - b) <= tolerance * abs(a) + 1e-9 * max(1.0, abs(a))
