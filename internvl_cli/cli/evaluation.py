@@ -21,7 +21,7 @@ _SCORABLE = (ExitCode.OK, ExitCode.PARTIAL, ExitCode.INVALID_OUTPUT)
 
 
 def eval_outputs(
-    outs: Optional[list[Path]] = typer.Argument(None, metavar="[OUT]...", help="Output folders written with -o "
+    outs: Optional[list[Path]] = typer.Argument(None, metavar="OUT", help="Output folders written with -o "
                                                 "(or olmOCR-bench candidate folders); several compare side by side."),
     truth: Path = TruthOpt, runs: list[str] = RunOpt, as_json: bool = EvalJsonOpt,
     report: Optional[Path] = ReportOpt, tolerance: float = ToleranceOpt, bootstrap: int = BootstrapOpt,

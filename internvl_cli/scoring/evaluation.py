@@ -124,12 +124,7 @@ def _score_beside(truth: TruthSet, out: Path, settings: EvalSettings) -> RunScor
     ledger = ledger_rows(out)
     tasks_seen: set[str] = set()
     scored: set[tuple[str, str]] = set()
-    for relative, path in output_files(out):
-        try:
-            prediction = read_prediction(relative, path)
-        except UnreadableOutput as error:
-            run.problems.append(Problem(str(path), str(error)))
-            continue
+    for relative, prediction in _predictions(out, run):
         tasks_seen.add(prediction.task)
         _add_ledger_cost(prediction, ledger.get(relative))
         found = truth.truths.get(document_key(prediction.file))
@@ -147,6 +142,15 @@ def _score_beside(truth: TruthSet, out: Path, settings: EvalSettings) -> RunScor
                 message = f"failed in the run: {reason}" if reason else f"no {task} output for it in {out}"
                 run.problems.append(Problem(str(item.files.get(task)), message))
     return run
+
+
+def _predictions(out: Path, run: RunScore):
+    """(path below the folder, prediction) of every output file; unreadable ones become the run's problems."""
+    for relative, path in output_files(out):
+        try:
+            yield relative, read_prediction(relative, path)
+        except UnreadableOutput as error:
+            run.problems.append(Problem(str(path), str(error)))
 
 
 def _add_ledger_cost(prediction: Prediction, row) -> None:
@@ -296,12 +300,7 @@ def _bench_texts(out: Path, truth: TruthSet, run: RunScore) -> dict[tuple[str, i
             texts[(base + ".pdf", page)] = repeats
     if texts:
         return texts
-    for relative, path in output_files(out):
-        try:
-            prediction = read_prediction(relative, path)
-        except UnreadableOutput as error:
-            run.problems.append(Problem(str(path), str(error)))
-            continue
+    for _, prediction in _predictions(out, run):
         if prediction.task != "ocr":
             continue
         name = prediction.file[len("pdfs/"):] if prediction.file.startswith("pdfs/") else prediction.file
