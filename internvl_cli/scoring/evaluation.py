@@ -129,8 +129,8 @@ def _score_beside(truth: TruthSet, out: Path, settings: EvalSettings) -> RunScor
         _add_ledger_cost(prediction, ledger.get(relative))
         found = truth.truths.get(document_key(prediction.file))
         if found is None or not found.has(prediction.task):
-            run.problems.append(Problem(str(path), f"no {prediction.task} truth for {prediction.file} "
-                                        f"under {truth.root}"))
+            message = f"no {prediction.task} truth for {prediction.file} under {truth.root}"
+            run.problems.append(Problem(str(prediction.output), message))
             continue
         run.documents.append(score_document(str(out), prediction, found, settings))
         scored.add((found.key, prediction.task))
