@@ -17,7 +17,7 @@ ENGINE_ONLY = ("torch", "transformers", "llguidance", "vllm", "gptqmodel", "xgra
 # The folders in data-flow order: a folder may use the ones before it, never the ones after it. Beside the steps
 # proper (documents, engine, tasks, runs) stand what engines are built from: the machine (hardware), the
 # checkpoint (models), decoding control, and JSON Schemas (schema), which tasks hand to engines as constraints.
-FOLDERS = ("documents", "hardware", "models", "decoding", "schema", "engine", "tasks", "runs", "cli")
+FOLDERS = ("documents", "hardware", "models", "decoding", "schema", "engine", "tasks", "runs", "scoring", "cli")
 MAY_NOT_IMPORT = {folder: FOLDERS[i + 1:] for i, folder in enumerate(FOLDERS[:-1])}
 # Modules at the package top that every step uses (typed failures, record flags, shipped files, quiet libraries):
 # below every folder, so they import none.

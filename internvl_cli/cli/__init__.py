@@ -6,7 +6,7 @@ import errno
 
 import typer
 
-from . import config, doc_commands, doctor, help, inspect, model_commands, prompts, schemas, status
+from . import config, doc_commands, doctor, evaluation, help, inspect, model_commands, prompts, schemas, status
 from .app import app, reader_left
 
 app.command()(doc_commands.ocr)
@@ -15,6 +15,7 @@ app.command()(doc_commands.extract)
 app.command()(prompts.prompts)
 app.add_typer(schemas.schemas_app, name="schemas")
 app.command()(status.status)
+app.command("eval")(evaluation.eval_outputs)
 app.command()(model_commands.convert)
 app.command()(model_commands.quantize)
 app.command()(model_commands.models)

@@ -258,3 +258,20 @@ def loop_rule(stop: bool, repeats: int, tokens: int, chars: int, lines: int, lin
             message = message.replace(f"LoopRule.{field_name}", flag)
         raise UsageError(message) from None
 
+
+
+# -- internvl eval ------------------------------------------------------------------------------------
+
+TruthOpt = typer.Option(..., "--truth", "-t", help="Ground truth: a folder of documents with X.txt / X.md (ocr), "
+                        "X.json (extract, or omni benchmark JSON) or X.csv (chart) beside each, or an olmOCR-bench "
+                        "folder (JSONL tests, PDFs under pdfs/).")
+RunOpt = typer.Option([], "--run", help="A document command to run over the truth's documents first, e.g. "
+                      "\"ocr --model internvl3-2b-awq --max-tiles 6\" (repeatable: one run each). Its output "
+                      "folder is its -o if it names one, else internvl-eval/NAME; the ledger makes reruns free.")
+EvalJsonOpt = typer.Option(False, "--json", help="Print one JSON object per document (file, task, metrics), then "
+                           "one with the summary, instead of tables.")
+ReportOpt = typer.Option(None, "--report", help="Also write a self-contained HTML report: per document, truth "
+                         "against output with the differences marked.")
+ToleranceOpt = typer.Option(0.05, "--tolerance", min=0.0, help="Relative tolerance for numeric chart cells.")
+BootstrapOpt = typer.Option(1000, "--bootstrap", min=100, help="Bootstrap resamples for intervals.")
+SeedOpt = typer.Option(0, "--seed", help="Seed of the bootstrap (the same inputs and seed give the same figures).")

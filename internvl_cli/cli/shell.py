@@ -32,7 +32,7 @@ GLOBAL_FLAGS = ("-q", "--quiet", "-v", "--verbose")
 _BOOL_WORDS = {"true", "false", "yes", "no", "on", "off", "1", "0", "y", "n"}
 # Options a config file must not hold: secrets in plain text, or per-run targets that would surprise a later run.
 NOT_CONFIGURABLE = {"password", "help", "output", "include", "exclude", "force", "retry-failed", "overwrite", "pages",
-                    "calibration"}
+                    "calibration", "truth", "run", "report"}
 # Commands that work on the config itself, or print help: they run even when the config file is broken.
 _CONFIG_FREE = {"config", "help"}
 

@@ -371,6 +371,13 @@ class Ledger:
 
     # -- reporting --------------------------------------------------------------------------------
 
+    def jobs(self) -> list[Job]:
+        """Every row, oldest first (for readers such as `internvl eval` that want the latest per output)."""
+        with self._mutex:
+            rows = self._db.execute(
+                f"SELECT {_JOB_COLUMNS} FROM jobs ORDER BY COALESCE(finished_at, started_at, ''), rowid").fetchall()
+        return [Job(*row) for row in rows]
+
     def summary(self) -> dict[str, Any]:
         """Counts per status, totals, the active run (if any) and failures, most recent first.
 
