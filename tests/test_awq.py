@@ -160,6 +160,26 @@ def test_only_the_language_model_is_quantized_and_logits_match(awq_model, refere
 
 
 @needs_gptqmodel
+def test_rotary_frequencies_stay_float32_and_long_positions_match_transformers(awq_dir):
+    """Settling the AWQ model's dtype leaves the rotary buffers in float32, as transformers keeps them: cast to
+    16 bits their phase drifts with the position. Both loads in float16 (the checkpoint's dtype, so every other
+    tensor is the same), over 6,200 text tokens: past position 6,000 the logits are exactly transformers' own."""
+    from transformers import AutoModelForImageTextToText
+
+    config = json.loads((awq_dir / "config.json").read_text())
+    kwargs = awq.awq_load_kwargs(config, "cpu", torch.float16)
+    ours = AutoModelForImageTextToText.from_pretrained(awq_dir, **kwargs).eval()
+    awq.settle_dtype(ours, kwargs["dtype"])
+    theirs = AutoModelForImageTextToText.from_pretrained(awq_dir, dtype=torch.float16, device_map="cpu").eval()
+    rotary = {name: b.dtype for name, b in ours.named_buffers() if "inv_freq" in name}
+    assert rotary and set(rotary.values()) == {torch.float32}, rotary
+    ids = torch.randint(20, 200, (1, 6200), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        mine, reference = ours(input_ids=ids).logits[0, 6000:], theirs(input_ids=ids).logits[0, 6000:]
+    assert torch.equal(mine, reference), (mine.float() - reference.float()).abs().max()
+
+
+@needs_gptqmodel
 def test_checkpoint_style_skip_names_are_fixed(awq_dir, tmp_path):
     """Names as the checkpoint spells them would leave the vision tower converted (NaN); the kwargs rename them."""
     bad = tmp_path / "bad-names"

@@ -155,14 +155,18 @@ def settle_dtype(model: torch.nn.Module, dtype: torch.dtype) -> None:
 
     transformers before 5.20 leaves an AWQ checkpoint's unquantized tensors in the dtype they were saved in
     (float16 for LMDeploy's checkpoints) whatever `dtype` asked for; later versions cast them. Quantized layers
-    keep the tensors gptqmodel prepared for its kernel.
+    keep the tensors gptqmodel prepared for its kernel. Buffers the model computes itself rather than loads
+    (non-persistent ones: the rotary `inv_freq` / `original_inv_freq`) keep the dtype transformers gave them:
+    it keeps those in float32 on purpose, and in 16 bits a rotary phase is off by radians 7,000 tokens in.
     """
     from gptqmodel.nn_modules.qlinear import BaseQuantLinear
 
     for module in model.modules():
         if isinstance(module, BaseQuantLinear):
             continue
-        for name, tensor in list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False)):
+        computed = module._non_persistent_buffers_set
+        loaded_buffers = [(name, b) for name, b in module.named_buffers(recurse=False) if name not in computed]
+        for name, tensor in list(module.named_parameters(recurse=False)) + loaded_buffers:
             if tensor.is_floating_point() and tensor.dtype != dtype:
                 tensor.data = tensor.data.to(dtype)
 
