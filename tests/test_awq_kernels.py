@@ -138,6 +138,28 @@ def test_a_failed_build_falls_back_to_the_compiler_free_kernel(lines, monkeypatc
                        "extension: nvcc fatal); using the triton kernel instead (Triton's AWQ GEMM needs no nvcc)"]
 
 
+def test_the_failed_load_is_freed_before_the_fallback_loads(monkeypatch):
+    """A load with a compiled kernel that fails part way (its weights already allocated) is let go before the
+    fallback loads: nothing the first attempt made is still alive when the second one starts."""
+    import weakref
+
+    import torch
+
+    monkeypatch.setattr(awq, "_gptqmodel_build", lambda name: None)
+    first_attempt = []
+
+    def load(choice):
+        if not first_attempt:
+            weights = torch.ones(1024, 1024)  # the half-loaded model's tensors
+            first_attempt.append(weakref.ref(weights))
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        assert first_attempt[0]() is None, "the first attempt's weights are still alive"
+        return "model"
+
+    model, used = awq.load_with_kernel(MARLIN, load)
+    assert (model, used.kernel.name) == ("model", "triton")
+
+
 def test_a_forced_kernel_that_fails_to_build_is_an_error_not_a_swap(monkeypatch):
     monkeypatch.setattr(awq, "_gptqmodel_build", lambda name: (_ for _ in ()).throw(RuntimeError("no nvcc")))
     forced = KernelChoice(KERNELS["gemm"], "cuda", "asked for", compile=True)

@@ -79,6 +79,42 @@ def test_gpu_out_of_memory_halves_the_batch(engine, monkeypatch):
     assert len(results) == 3 and sizes == [3, 1, 2, 1, 1]
 
 
+def test_out_of_memory_is_retried_out_of_the_handler_and_lowers_later_batches(tiny_model, monkeypatch):
+    """The real generate path, with its first forward pass running out of memory: when the halves start, what
+    that attempt allocated can be collected (the handler's traceback no longer holds its frames), and later
+    batches of the same shape start at the lowered size instead of failing again."""
+    import functools
+    import weakref
+
+    fresh = load_engine(str(tiny_model))
+    fresh.load()
+    real_generate, real_forward = fresh.model.generate, fresh.model.forward
+    sizes, held, alive_at_retry = [], [], []
+
+    @functools.wraps(real_forward)  # generate() checks its inputs against forward's signature
+    def out_of_memory_once(*args, **kwargs):
+        if not held:
+            activations = torch.ones(1024, 1024)  # what a failed prefill leaves in its frames
+            held.append(weakref.ref(activations))
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return real_forward(*args, **kwargs)
+
+    def recording(**kwargs):
+        sizes.append(kwargs["input_ids"].shape[0])
+        if held:
+            alive_at_retry.append(held[0]() is not None)
+        return real_generate(**kwargs)
+
+    monkeypatch.setattr(fresh.model, "forward", out_of_memory_once)
+    monkeypatch.setattr(fresh.model, "generate", recording)
+    pages = [request(fresh, 448, 448), request(fresh, 500, 500), request(fresh, 600, 600), request(fresh, 700, 700)]
+    assert len(fresh.generate(pages)) == 4
+    assert sizes == [4, 2, 2] and alive_at_retry == [False, False]
+    sizes.clear()
+    assert len(fresh.generate(pages)) == 4
+    assert sizes == [2, 2]
+
+
 def test_out_of_memory_on_a_single_page_is_a_typed_error(engine, monkeypatch):
     def no_memory(**kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import numpy as np
 from ..flags import Flag
 from ..errors import ModelLoadError, OutOfMemoryError, short_reason
 from ..hardware.batch_sizing import BatchDefaults
+from ..hardware.machine import release_gpu_memory
 from .base import (
     BatchLimits, Engine, GenerationRequest, GenerationResult, RequestSource, Sampling, image_tile_count, image_tiles,
 )
@@ -55,6 +57,7 @@ class TransformersEngine(Engine):
         self._stop = None  # a threading.Event: when set, generation ends at the next token (see stop_on)
         self._pieces: TokenPieces | None = None  # each token's text, for the loop detector
         self._eos: list[int] = []  # the ids that end an answer, known once the model has loaded
+        self._oom_ceiling = _OomCeiling()  # lowered by each out-of-memory error, for the rest of the run
 
     def stop_on(self, event) -> None:
         """Generation stops within a token once `event` is set; the caller discards that batch's results."""
@@ -79,7 +82,7 @@ class TransformersEngine(Engine):
             window = take_window(source, self.window(limits))
             if not window:
                 return
-            for batch in plan_batches(window, limits):
+            for batch in plan_batches(window, self._oom_ceiling.limit(limits)):
                 try:
                     results = self.generate([request for _, request in batch])
                 except OutOfMemoryError as exc:
@@ -170,19 +173,25 @@ class TransformersEngine(Engine):
         return results  # type: ignore[return-value]
 
     def _generate_splitting(self, batch, sampling, constraint) -> list[GenerationResult]:
-        """Runs a batch; on GPU out-of-memory halves it and retries, down to a single request."""
-        torch = self._torch
+        """Runs a batch; on GPU out-of-memory halves it and retries, down to a single request. A batch above the
+        ceiling an earlier out-of-memory set is halved before it is tried."""
+        half = len(batch) // 2
+        if half and not self._oom_ceiling.admits(batch):
+            return self._run_halves(batch, half, sampling, constraint)
         try:
             return self._generate_batch(batch, sampling, constraint)
-        except torch.OutOfMemoryError:
-            _free_cuda(torch)
-            if len(batch) == 1:
-                raise OutOfMemoryError(
-                    f"out of GPU memory on one page of {batch[0].tiles} tiles", path=None
-                ) from None
-            half = len(batch) // 2
-            return (self._generate_splitting(batch[:half], sampling, constraint)
-                    + self._generate_splitting(batch[half:], sampling, constraint))
+        except self._torch.OutOfMemoryError:
+            pass  # retried only once out of the handler: its traceback holds the failed attempt's frames (KV cache)
+        release_gpu_memory(self.device)
+        if not half:
+            raise OutOfMemoryError(f"out of GPU memory on one page of {batch[0].tiles} tiles", path=None)
+        self._oom_ceiling = self._oom_ceiling.lowered(batch[:half], batch[half:])
+        _log.debug("out of GPU memory on %d pages: later batches at most %s", len(batch), self._oom_ceiling)
+        return self._run_halves(batch, half, sampling, constraint)
+
+    def _run_halves(self, batch, half: int, sampling, constraint) -> list[GenerationResult]:
+        return (self._generate_splitting(batch[:half], sampling, constraint)
+                + self._generate_splitting(batch[half:], sampling, constraint))
 
     def _generate_batch(self, batch: list[GenerationRequest], sampling: Sampling,
                         constraint: Constraint | None) -> list[GenerationResult]:
@@ -409,6 +418,23 @@ def _from_pretrained(model_dir: Path, kwargs: dict, device: str):
     return model.eval()
 
 
-def _free_cuda(torch) -> None:
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+@dataclass(frozen=True)
+class _OomCeiling:
+    """The largest batch (pages, tiles) to try after out-of-memory errors: the larger half of the last batch that
+    failed, so the batches that follow are never larger than what the halving reached (none before the first)."""
+
+    pages: int | None = None
+    tiles: int | None = None
+
+    def admits(self, batch: list[GenerationRequest]) -> bool:
+        return ((self.pages is None or len(batch) <= self.pages)
+                and (self.tiles is None or sum(r.tiles for r in batch) <= self.tiles))
+
+    def lowered(self, *halves: list[GenerationRequest]) -> _OomCeiling:
+        pages = max(len(h) for h in halves)
+        tiles = max(sum(r.tiles for r in h) for h in halves)
+        return _OomCeiling(min(pages, self.pages or pages), min(tiles, self.tiles or tiles))
+
+    def limit(self, limits: BatchLimits) -> BatchLimits:
+        return BatchLimits(batch_size=min(limits.batch_size, self.pages or limits.batch_size),
+                           max_tiles=min(limits.max_tiles, self.tiles or limits.max_tiles))

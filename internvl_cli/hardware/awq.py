@@ -255,17 +255,22 @@ def _gptqmodel_build(extension: str) -> None:
 def load_with_kernel(choice: KernelChoice, load: Callable[[KernelChoice], Any]) -> tuple[Any, KernelChoice]:
     """Build the chosen kernel and load the model with it; where a build or a load with a compiled kernel fails
     and a compiler-free kernel exists (auto choices carry one), say so and load with that instead."""
+    from .machine import release_gpu_memory
+
+    fallback = choice.fallback
     try:
         if choice.extension is not None:
             build_kernel(choice)
         return load(choice), choice
     except Exception as exc:
-        fallback = choice.fallback
         if fallback is None:
             raise
         reason = exc.message if isinstance(exc, ModelLoadError) else short_reason(exc)
-        log.warning("%s; using the %s kernel instead (%s)", reason, fallback.kernel.name, fallback.reason)
-        return load(fallback), fallback
+    # Out of the handler, whose traceback would keep the first attempt's half-loaded weights alive: free them
+    # before the fallback loads beside them.
+    release_gpu_memory(choice.device)
+    log.warning("%s; using the %s kernel instead (%s)", reason, fallback.kernel.name, fallback.reason)
+    return load(fallback), fallback
 
 
 def quantized_module_names(model: torch.nn.Module) -> list[str]:

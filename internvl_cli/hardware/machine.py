@@ -158,6 +158,18 @@ def free_gpu_bytes(device: str) -> int | None:
         return None
 
 
+def release_gpu_memory(device: str) -> None:
+    """After a failed attempt has been let go (out of its exception handler): collect its frames' tensors and
+    hand the cached blocks back to the CUDA driver, so the next attempt has the memory the failed one held."""
+    import gc
+
+    gc.collect()
+    if str(device).startswith("cuda"):
+        import torch
+
+        torch.cuda.empty_cache()
+
+
 # ---------------------------------------------------------------------------------------------- the driver
 
 def read_driver(root: Path = Path("/"), smi: Callable[[], str | None] | None = None, use_smi: bool = True) -> Driver:
