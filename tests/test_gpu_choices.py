@@ -3,6 +3,7 @@ functions of what the machine reports: every GPU, driver and toolchain case here
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -289,7 +290,7 @@ def test_a_run_takes_the_engines_limits_unless_the_user_gave_them():
     from internvl_cli.runs.batch import BatchSettings, _run_options
 
     class Engine:
-        def batch_limits(self):
+        def batch_limits(self, unit_tiles=13, max_new_tokens=4096):
             return BatchDefaults(20, 140, "test")
 
     options = _run_options(BatchSettings(paths=["x"]), Engine())
@@ -301,3 +302,25 @@ def test_a_run_takes_the_engines_limits_unless_the_user_gave_them():
     assert (options.batch_size, options.max_batch_tiles) == (3, 140)
     options = _run_options(BatchSettings(paths=["x"]), None)  # nothing to do: the model never loaded
     assert (options.batch_size, options.max_batch_tiles) == (8, 64)
+
+
+@pytest.mark.parametrize("command, budget", [
+    (["ocr", "samples/chart.png", "--max-tiles", "40", "--max-new-tokens", "6"], (41, 6)),
+    (["chart", "samples/chart.png", "--max-tiles", "2", "--max-new-tokens", "9"], (3, 9)),
+    (["extract", "samples/chart.png", "--schema", "key_value", "--window-tiles", "8", "--window-pages", "2",
+      "--max-new-tokens", "48"], (10, 48)),
+])
+def test_default_batch_limits_are_sized_for_the_runs_own_budgets(cli, tiny_model, monkeypatch, command, budget):
+    """--max-tiles (plus the thumbnail; extract: a window's tiles and thumbnails) and --max-new-tokens reach the
+    engine's batch sizing, instead of an A4 page at 1,024 tokens whatever the run asked for."""
+    from internvl_cli.engine.hf import TransformersEngine
+    from internvl_cli.hardware.batch_sizing import CPU_BATCH
+
+    asked = []
+    monkeypatch.setattr(TransformersEngine, "batch_limits",
+                        lambda self, unit_tiles=13, max_new_tokens=4096: asked.append((unit_tiles, max_new_tokens))
+                        or CPU_BATCH)
+    monkeypatch.chdir(Path(__file__).resolve().parent.parent)
+    code, out, err = cli(*command, "--model", tiny_model)
+    assert code in (0, 11), err
+    assert asked == [budget]

@@ -159,9 +159,10 @@ class Engine(Protocol):
         """Generation stops within a token once `event` is set (the caller discards what was cut). By default
         nothing: the runner stops taking results as they come."""
 
-    def batch_limits(self, max_tiles: int = 12, max_new_tokens: int = 1024) -> BatchDefaults:
-        """Default --batch-size / --batch-tiles for this model where it runs, after `load()`. By default the
-        fixed 8 pages and 64 tiles (engines that batch continuously ignore them)."""
+    def batch_limits(self, unit_tiles: int = 13, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> BatchDefaults:
+        """Default --batch-size / --batch-tiles for this model where it runs, after `load()`, for a run whose
+        requests carry at most `unit_tiles` tiles (thumbnails included) and answer in at most `max_new_tokens`.
+        By default the fixed 8 pages and 64 tiles (engines that batch continuously ignore them)."""
         return CPU_BATCH
 
     def render_prompt(self, request: GenerationRequest) -> tuple[str, int]:

@@ -120,8 +120,9 @@ class TransformersEngine(Engine):
             self.dtype = self.model.dtype
         self._eos = eos_ids(self.model.generation_config.eos_token_id, self.tokenizer)
 
-    def batch_limits(self, max_tiles: int = 12, max_new_tokens: int = 1024) -> BatchDefaults:
-        """Default --batch-size / --batch-tiles for this model on its device (hardware/batch_sizing.py), after `load()`."""
+    def batch_limits(self, unit_tiles: int = 13, max_new_tokens: int = 4096) -> BatchDefaults:
+        """Default --batch-size / --batch-tiles for this model on its device (hardware/batch_sizing.py), after `load()`,
+        sized for the run's own tile and answer budgets."""
         from ..hardware.batch_sizing import CPU_BATCH, ModelDims, default_batch_limits
         from ..hardware.machine import free_gpu_bytes
 
@@ -129,7 +130,8 @@ class TransformersEngine(Engine):
         if free is None:
             return CPU_BATCH
         dims = ModelDims.from_config(self.info.config, self.image_seq_length)
-        return default_batch_limits(free, dims, max_tiles=max_tiles, max_new_tokens=max_new_tokens,
+        return default_batch_limits(free, dims, max_tiles=max(1, unit_tiles - 1), typical_tiles=min(7, unit_tiles),
+                                    max_new_tokens=max_new_tokens,
                                     attention=self.attention or "sdpa")
 
     def describe(self) -> dict:

@@ -20,7 +20,7 @@ from ..errors import ExitCode, InternVLError, UsageError
 from ..documents.inputs import Discovery, discover
 from .outputs import names_a_file
 from .runner import DocumentFailure, Progress, RunOptions, Runner, RunReport
-from ..tasks.base import Task
+from ..tasks.base import Task, UnitBudget
 from .writers import FileSink, StdoutSink
 
 
@@ -118,7 +118,7 @@ def run_documents(task: Task, engine: Engine, settings: BatchSettings, fmt: str,
             hooks.before_load(engine)
             engine.load()
             hooks.loaded(engine)
-        options = _run_options(settings, engine if docs else None)
+        options = _run_options(settings, engine if docs else None, task.budget())
         report = _run(task, engine, sink, fmt, options, docs, hooks)
     report.skipped = skipped
     report.failures[:0] = unreadable
@@ -127,12 +127,12 @@ def run_documents(task: Task, engine: Engine, settings: BatchSettings, fmt: str,
     return report
 
 
-def _run_options(settings: BatchSettings, engine: Engine | None) -> RunOptions:
-    """Batch limits: as given, else the loaded engine's defaults (hardware/batch_sizing.py sizes them from free GPU memory),
-    else 8 pages and 64 tiles."""
+def _run_options(settings: BatchSettings, engine: Engine | None, budget: UnitBudget = UnitBudget()) -> RunOptions:
+    """Batch limits: as given, else the loaded engine's defaults for this run's tile and answer budgets
+    (hardware/batch_sizing.py sizes them from free GPU memory), else 8 pages and 64 tiles."""
     pages, tiles = settings.batch_size, settings.batch_tiles
     if (pages is None or tiles is None) and engine is not None:
-        limits = engine.batch_limits()
+        limits = engine.batch_limits(budget.tiles, budget.answer_tokens)
         pages = limits.pages if pages is None else pages
         tiles = limits.tiles if tiles is None else tiles
     pages = 8 if pages is None else pages

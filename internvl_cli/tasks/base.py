@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..engine.base import GenerationRequest, GenerationResult
+from ..engine.base import DEFAULT_MAX_NEW_TOKENS, GenerationRequest, GenerationResult
 from ..errors import InternVLError
 from ..flags import Flag
 from ..documents.kept import KeptDocuments
@@ -26,6 +26,15 @@ class UnitContext:
     repaired: bool = False  # MuPDF repaired the file (or its page tree was rebuilt)
     page_flags: list[Flag] = field(default_factory=list)  # the pages' own: truncated-image, broken-page, ...
     window: int | None = None  # extract: the first page of the window this unit asks about
+
+
+@dataclass(frozen=True)
+class UnitBudget:
+    """The most one unit asks of the engine: its tiles (thumbnails included) and its answer's tokens. Default
+    batch limits are sized from it (a 40-tile poster run or a 4,096-token budget is not an A4 page at 1,024)."""
+
+    tiles: int = 13
+    answer_tokens: int = DEFAULT_MAX_NEW_TOKENS
 
 
 @dataclass
@@ -105,6 +114,10 @@ class Task(Protocol):
         result. By default never."""
         return None
 
+    def budget(self) -> UnitBudget:
+        """The most tiles and answer tokens one of this task's units asks for. By default an A4 page's budget."""
+        return UnitBudget()
+
 
 class DocumentTask(Task):
     """A task that reads each document's pages with open_pages (ocr, chart, extract). The check before the
@@ -126,6 +139,10 @@ class DocumentTask(Task):
     def pages(self, path: Path) -> Iterator[Page]:
         """The document's pages for its units: as its check opened them, or opened now."""
         return self.documents.pages(path)
+
+    def budget(self) -> UnitBudget:
+        """A page: the tile limit and a thumbnail, and the answer budget."""
+        return UnitBudget(self.options.tiling.max_tiles + 1, self.options.sampling.max_new_tokens)
 
 
 # Characters JSON allows raw but line splitters (Python's splitlines, some JSONL readers) treat as line ends.

@@ -11,7 +11,7 @@ from ..flags import Flag
 from ..documents.tiling import TilingConfig, prepare_page
 from ..engine.base import GenerationRequest, Sampling
 from ..errors import InvalidOutputError, UsageError
-from .base import DocumentResult, DocumentTask, Outcome, Unit, UnitContext, clean_value, digest, json_line
+from .base import DocumentResult, DocumentTask, Outcome, Unit, UnitBudget, UnitContext, clean_value, digest, json_line
 from .prompts import PromptSet, prompt_set
 from ..schema.answers import Answer, choose_answer, parse_answer
 from ..schema.loading import LoadedSchema
@@ -54,6 +54,11 @@ class ExtractTask(DocumentTask):
         self.prompts = prompts or prompt_set("extract")
         self.constraint = schema.constraint  # built once: the engine compiles it once per run
         self.fields, self.fields_listed, self.fields_total = describe_fields(schema)
+
+    def budget(self) -> UnitBudget:
+        """A window: its shared tile budget plus a thumbnail per page, and the answer budget."""
+        o = self.options
+        return UnitBudget(o.window_tiles + o.window_pages, o.sampling.max_new_tokens)
 
     def fingerprint(self) -> dict:
         o = self.options
