@@ -32,7 +32,8 @@ def diagnose(device: str = "auto", awq_kernel: str = "auto", machine=None) -> di
         machine = probe_machine(toolchain=True, cached_kernels=_version("gptqmodel") is not None, smi=True)
     report: dict = {"internvl-cli": __version__, "python": platform.python_version()}
     build = f"CUDA {machine.torch_cuda}" if machine.torch_cuda else "CPU-only build"
-    report["torch"] = f"{machine.torch_version} ({build})"
+    report["torch"] = f"{machine.torch_version} ({build})" + (
+        f", kernels for {', '.join(machine.arch_list)}" if machine.arch_list else "")
     report["packages"] = ", ".join(f"{name} {_version(name) or 'not installed'}" for name in PACKAGES[1:])
     report["pdf"] = _pdf_line()
     report["nvidia driver"] = _driver_line(machine.driver)

@@ -215,6 +215,54 @@ def test_no_gpu_at_all_runs_on_the_cpu_with_a_warning_for_large_models():
         choose_device(CPU_ONLY, "cuda")
 
 
+# torch.cuda.get_arch_list() of PyPI's torch 2.13 CUDA 13 wheel and of a CUDA 12.6 build.
+CUDA13_ARCHES = ("sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120")
+CUDA126_ARCHES = ("sm_50", "sm_60", "sm_70", "sm_75", "sm_80", "sm_86", "sm_90")
+
+
+def test_a_v100_on_a_cuda_13_torch_stops_with_the_cuda_12_6_build_to_install():
+    from internvl_cli.hardware.device import arch_problem
+
+    problem = arch_problem(V100.capability, CUDA13_ARCHES, "13.0", V100.name)
+    assert problem is not None and problem.exit_code == ExitCode.DEVICE
+    line = problem.one_line()
+    assert "compute capability 7.0" in line and "sm_75, sm_80" in line and "CUDA 12.6 build" in line
+    assert "pip install torch --index-url https://download.pytorch.org/whl/cu126" in line
+    assert arch_problem(V100.capability, CUDA126_ARCHES, "12.6") is None
+    machine = cuda_machine(V100, arch_list=CUDA13_ARCHES)
+    for device in ("auto", "cuda", "cuda:0"):
+        with pytest.raises(ModelLoadError, match=r"this torch \(CUDA 13.0\) has no kernels for Tesla V100") as info:
+            choose_device(machine, device)
+        assert info.value.message.startswith("this torch" if device == "auto" else f"--device {device}: ")
+        assert info.value.exit_code == ExitCode.DEVICE
+        assert ("--device cpu" in info.value.hint) == (device == "auto")  # auto may run on the CPU on purpose
+    assert choose_device(cuda_machine(V100, arch_list=CUDA126_ARCHES), "auto").device == "cuda"
+    assert choose_device(machine, "cpu").device == "cpu"
+
+
+@pytest.mark.parametrize("capability, arches, runs", [
+    ((8, 9), ("sm_80", "sm_86", "sm_90"), True),          # machine code for 8.6 runs on a later minor of major 8
+    ((9, 0), ("sm_80", "sm_90a"), True),                  # arch-specific code runs on its own capability
+    ((10, 0), ("sm_80", "sm_90a"), False),                # ... and nowhere else
+    ((10, 0), ("sm_80", "sm_90"), False),                 # machine code does not cross majors
+    ((10, 0), ("sm_80", "sm_90", "compute_90"), True),    # PTX is compiled for any newer GPU
+    ((12, 1), ("sm_75", "compute_120"), True),
+    ((7, 0), ("sm_75", "compute_75"), False),             # PTX never runs on an older GPU
+    ((7, 0), (), True),                                   # unknown list: not refused
+])
+def test_ptx_entries_cover_newer_gpus_and_machine_code_covers_its_major(capability, arches, runs):
+    from internvl_cli.hardware.device import arch_problem
+
+    assert (arch_problem(capability, arches, "13.0") is None) == runs
+
+
+def test_a_gpu_newer_than_the_build_is_told_to_take_a_newer_torch():
+    from internvl_cli.hardware.device import arch_problem
+
+    problem = arch_problem((12, 0), CUDA126_ARCHES, "12.6", "NVIDIA RTX PRO 6000")
+    assert "newer CUDA" in problem.one_line() and "cu126" not in problem.one_line()
+
+
 def test_device_numbers():
     from internvl_cli.errors import UsageError
 

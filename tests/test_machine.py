@@ -148,6 +148,18 @@ def test_doctor_when_the_gpu_is_there_but_torch_cannot_use_it():
     assert _report(stuck, device="cpu")["device"] == "cpu (--device cpu): --device cpu"
 
 
+def test_doctor_on_a_v100_with_a_cuda_13_torch_says_a_run_stops_and_which_torch_to_install():
+    v100 = Machine(torch_version="2.13.0+cu130", torch_cuda="13.0",
+                   gpus=(Gpu(0, "Tesla V100-SXM2-16GB", (7, 0), 16 * 2**30, 15 * 2**30),),
+                   arch_list=("sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"),
+                   driver=Driver("580.65.06", "13.0", ("Tesla V100-SXM2-16GB",), ("/dev/nvidia0",)))
+    report = _report(v100)
+    assert report["torch"] == "2.13.0+cu130 (CUDA 13.0), kernels for sm_75, sm_80, sm_86, sm_90, sm_100, sm_120"
+    assert report["device"].startswith("a run with --device auto stops: this torch (CUDA 13.0) has "
+                                       "no kernels for Tesla V100-SXM2-16GB (compute capability 7.0)")
+    assert "download.pytorch.org/whl/cu126" in report["device"]
+
+
 def test_doctor_warm_on_the_cpu_has_nothing_to_build(cli):
     pytest.importorskip("gptqmodel")
     code, out, err = cli("doctor", "--warm", "--json")

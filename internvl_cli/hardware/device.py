@@ -14,6 +14,11 @@ from .machine import Driver, Gpu, Machine, cuda_major, version_tuple
 MIN_DRIVER_FOR_CUDA = {11: "450.80.02", 12: "525.60.13", 13: "580.65.06"}
 # A model bigger than this on the CPU takes minutes per page: `--device auto` warns before starting it there.
 CPU_COMFORT_BYTES = 3 * 2**30
+# PyTorch's CUDA 12.6 wheels still carry kernels for sm_50 to sm_90 (V100 included); its CUDA 13 wheels start at sm_75.
+CUDA_126_TORCH = "pip install torch --index-url https://download.pytorch.org/whl/cu126"
+CUDA_126_OLDEST = (5, 0)
+# The newest builds, for a GPU newer than everything a torch was built for.
+NEWEST_TORCH = "pip install --upgrade torch --index-url https://download.pytorch.org/whl/cu130"
 
 
 @dataclass(frozen=True)
@@ -36,16 +41,70 @@ def choose_device(machine: Machine, requested: str = "auto", model_bytes: int | 
         if index >= len(machine.gpus):
             raise DeviceError(f"--device {requested}: torch sees {len(machine.gpus)} CUDA device(s), "
                               f"numbered 0 to {len(machine.gpus) - 1}", hint="see `internvl doctor`")
+        _refuse_without_kernels(machine, machine.gpus[index], f"--device {requested}")
         return DeviceChoice(requested, _describe_gpu(machine.gpus[index]))
     if requested != "auto":
         raise UsageError(f"--device {requested}: use auto, cpu, cuda or cuda:N")
     if machine.gpus:
+        _refuse_without_kernels(machine, machine.gpus[0], None, cpu_hint=True)
         return DeviceChoice("cuda", _describe_gpu(machine.gpus[0]))
     if machine.driver.present:
         why, hint = why_no_cuda(machine)
         raise DeviceError(f"an NVIDIA GPU is present but torch cannot use it: {why}",
                           hint=f"{hint}; or run on the CPU on purpose with --device cpu")
     return DeviceChoice("cpu", "no NVIDIA GPU on this machine", cpu_warning(machine, model_bytes))
+
+
+def arch_problem(capability: tuple[int, int], arch_list: tuple[str, ...] | list[str], torch_cuda: str | None,
+                 gpu_name: str = "this GPU") -> DeviceError | None:
+    """None when this torch has kernels for a GPU of `capability`, else the error that says which torch does.
+
+    `arch_list` is torch.cuda.get_arch_list(). A `sm_XY` entry (machine code) runs on capability X.Y and later
+    minors of major X; an arch-specific `sm_XYa` only on X.Y itself; a `compute_XY` entry (PTX) is compiled by the
+    driver for any capability from X.Y on. torch only warns when none fits, and the run then dies at its first
+    kernel with "no kernel image is available". An empty list (unknown) is not refused."""
+    entries = [_arch_entry(a) for a in arch_list]
+    entries = [e for e in entries if e is not None]
+    if not entries or any(_runs_on(entry, capability) for entry in entries):
+        return None
+    cap = f"{capability[0]}.{capability[1]}"
+    built = ", ".join(arch_list)
+    message = (f"this torch (CUDA {torch_cuda or '?'}) has no kernels for {gpu_name} (compute capability {cap}): "
+               f"it is built for {built}")
+    oldest = min(kind_cap for _, kind_cap, _ in entries)
+    if capability < oldest and capability >= CUDA_126_OLDEST:
+        hint = f"install a CUDA 12.6 build of torch, which still has sm_{capability[0]}{capability[1]}: {CUDA_126_TORCH}"
+    elif capability < oldest:
+        hint = "no current torch build supports this GPU: run on the CPU with --device cpu"
+    else:
+        hint = f"install a torch built for a newer CUDA: {NEWEST_TORCH}"
+    return DeviceError(message, hint=hint)
+
+
+def _arch_entry(arch: str) -> tuple[str, tuple[int, int], str] | None:
+    """'sm_86' -> ('sm', (8, 6), ''), 'compute_90' -> ('compute', (9, 0), ''), 'sm_90a' -> ('sm', (9, 0), 'a')."""
+    match = re.fullmatch(r"(sm|compute)_(\d+?)(\d)([a-z]?)", arch.strip())
+    if not match:
+        return None
+    return match.group(1), (int(match.group(2)), int(match.group(3))), match.group(4)
+
+
+def _runs_on(entry: tuple[str, tuple[int, int], str], capability: tuple[int, int]) -> bool:
+    kind, built_for, suffix = entry
+    if kind == "compute":
+        return capability >= built_for
+    if suffix == "a":
+        return capability == built_for
+    return capability[0] == built_for[0] and capability[1] >= built_for[1]
+
+
+def _refuse_without_kernels(machine: Machine, gpu: Gpu, asked: str | None, cpu_hint: bool = False) -> None:
+    """Stops before anything loads on a GPU this torch has no kernels for (exit 14), instead of at the first kernel."""
+    problem = arch_problem(gpu.capability, machine.arch_list, machine.torch_cuda, gpu.name)
+    if problem is None:
+        return
+    hint = problem.hint + ("; or run on the CPU on purpose with --device cpu" if cpu_hint else "")
+    raise DeviceError(f"{asked}: {problem.message}" if asked else problem.message, hint=hint)
 
 
 def cuda_index(device: str) -> int:

@@ -61,6 +61,7 @@ class Machine:
     torch_cuda: str | None = None  # torch.version.cuda; None for a CPU-only build
     cuda_error: str | None = None  # what torch said when CUDA did not initialise
     gpus: tuple[Gpu, ...] = ()  # the CUDA devices torch can use
+    arch_list: tuple[str, ...] = ()  # torch.cuda.get_arch_list(): what this torch has kernels for; () unknown
     driver: Driver = field(default_factory=Driver)
     toolchain: Toolchain = field(default_factory=Toolchain)
     triton: str | None = None  # Triton's version, when installed (CUDA torch wheels bring it)
@@ -106,6 +107,7 @@ def probe_machine(*, toolchain: bool = True, cached_kernels: bool = False, free_
     gpus, cuda_error = _torch_gpus(torch, free_memory) if cuda_build else ((), None)
     machine = Machine(
         torch_version=torch.__version__, torch_cuda=cuda_build, cuda_error=cuda_error, gpus=gpus,
+        arch_list=tuple(torch.cuda.get_arch_list()) if gpus else (),
         driver=read_driver(use_smi=not gpus if smi is None else smi),
         toolchain=probe_toolchain() if toolchain else Toolchain(),
         triton=_triton_version(), cpu_int4pack=hasattr(torch.ops.aten, "_weight_int4pack_mm_for_cpu"),
