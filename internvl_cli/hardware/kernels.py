@@ -78,6 +78,13 @@ def toolchain_problem(machine: Machine) -> str | None:
         return "ninja is not installed"
     if not tools.cxx:
         return "no C++ compiler (c++, g++ or clang++) is installed"
+    # Checked here, not met minutes into a build: cpp_extension includes Python.h, the kernels the CUDA libraries'.
+    if not tools.python_headers:
+        return "Python's C headers (Python.h) are missing (e.g. apt install python3-dev)"
+    if tools.missing_cuda_headers:
+        package = "cuda-toolkit-" + machine.torch_cuda.replace(".", "-")
+        return (f"the CUDA developer headers {', '.join(tools.missing_cuda_headers)} are missing (nvcc alone is "
+                f"not enough; a full CUDA toolkit has them, e.g. apt install {package})")
     return None
 
 

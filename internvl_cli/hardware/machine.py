@@ -50,7 +50,10 @@ class Toolchain:
     ninja: str | None = None
     cxx: str | None = None  # host C++ compiler for cpp_extension (CXX, c++, g++, clang++)
     cc: str | None = None  # host C compiler Triton builds its launcher with (CC, cc, gcc, clang)
-    python_headers: bool = True  # Python.h, which Triton's launcher includes
+    python_headers: bool = True  # Python.h, which Triton's launcher and every cpp_extension build include
+    # The CUDA developer headers gptqmodel's kernel builds include that no include dir here has (nvcc alone, e.g.
+    # a pip-installed compiler, does not bring them); () when all are found
+    missing_cuda_headers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -248,7 +251,37 @@ def probe_toolchain(env: Mapping[str, str] = os.environ, which: Callable[[str], 
         cxx=_compiler(env.get("CXX"), ("c++", "g++", "clang++"), which),
         cc=_compiler(env.get("CC"), ("cc", "gcc", "clang"), which),
         python_headers=Path(sysconfig.get_paths()["include"], "Python.h").is_file(),
+        missing_cuda_headers=missing_cuda_headers(cuda_include_dirs(env, nvcc, _site_dirs())),
     )
+
+
+# What gptqmodel's CUDA kernel sources (Marlin's among them) include beyond the runtime's own headers.
+CUDA_DEV_HEADERS = ("cublas_v2.h", "cusparse.h", "cusolverDn.h", "cublasLt.h")
+
+
+def cuda_include_dirs(env: Mapping[str, str], nvcc: str | None, site_dirs: Iterable[Path]) -> list[Path]:
+    """Where a kernel build finds CUDA headers: the toolkit's include dir (CUDA_HOME, CUDA_PATH, beside nvcc)
+    and those of the nvidia-* pip packages (site-packages/nvidia/<library or cu13>/include)."""
+    homes = [Path(env[var]) for var in ("CUDA_HOME", "CUDA_PATH") if env.get(var)]
+    if nvcc:
+        homes.append(Path(nvcc).parent.parent)
+    dirs = [home / "include" for home in homes]
+    for site_dir in site_dirs:
+        dirs += sorted(Path(site_dir, "nvidia").glob("*/include"))
+    return dirs
+
+
+def missing_cuda_headers(include_dirs: Iterable[Path], headers: Iterable[str] = CUDA_DEV_HEADERS) -> tuple[str, ...]:
+    """The headers of `headers` that none of `include_dirs` holds."""
+    dirs = list(include_dirs)
+    return tuple(header for header in headers if not any(Path(d, header).is_file() for d in dirs))
+
+
+def _site_dirs() -> list[Path]:
+    import site
+
+    dirs = [*site.getsitepackages(), site.getusersitepackages()]
+    return [Path(d) for d in dirs if Path(d).is_dir()]
 
 
 def find_nvcc(env: Mapping[str, str], which: Callable[[str], str | None]) -> str | None:
