@@ -56,6 +56,7 @@ def diagnose(device: str = "auto", awq_kernel: str = "auto", machine=None) -> di
                                                machine.installed)
     report["awq kernel"] = _kernel_line(machine, target, awq_kernel)
     report["toolchain"] = _toolchain_line(machine)
+    report["awq install"] = _awq_install_line(machine)
     report["compiled kernels"] = _cache_line(machine)
     report["batch defaults"] = ("8 pages, 64 tiles per batch (CPU)" if not target.startswith("cuda") else
                                 "from the GPU memory free after the model loads (README: Speed and memory)")
@@ -126,6 +127,15 @@ def _toolchain_line(machine) -> str:
     verdict = ("compiled CUDA kernels (Marlin, ExLlamaV2, AWQ GEMM) can be built here" if problem is None else
                f"compiled CUDA kernels (Marlin, ExLlamaV2, AWQ GEMM) cannot be built here: {problem}")
     return "; ".join(parts) + f" -> {verdict}"
+
+
+def _awq_install_line(machine) -> str:
+    """Whether the `awq` extra is installed, else what installing it needs here (it builds pypcre from source)."""
+    from .hardware.awq import awq_install_line
+    from .hardware.machine import pcre2_headers_found
+
+    return awq_install_line(_version("gptqmodel"), _version("pypcre"), bool(machine.toolchain.cc),
+                            machine.toolchain.python_headers, pcre2_headers_found())
 
 
 def _cache_line(machine) -> str:

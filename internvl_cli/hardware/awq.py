@@ -41,6 +41,11 @@ _RUNTIME_PREFIXES: tuple[tuple[str, str], ...] = (
 GPTQMODEL_REQUIREMENT = "gptqmodel>=7.6,<7.7"
 # gptqmodel is the `awq` extra (README "Install" says why); the hint names the extra and the bare package.
 INSTALL_HINT = f'install AWQ support: pip install "internvl-cli[awq]" (or pip install "{GPTQMODEL_REQUIREMENT}")'
+# gptqmodel imports `pcre` (pypcre) unconditionally, and pypcre is a source archive with a required C extension:
+# no wheel exists for CPython 3.10-3.13, so installing the extra compiles it.
+PCRE_BUILD_NEEDS = "a C compiler, Python.h and libpcre2-dev"
+PCRE_APT_LINE = "apt install build-essential python3-dev libpcre2-dev"
+PCRE_HINT = f"{PCRE_APT_LINE}, then pip install --force-reinstall pypcre"
 
 
 def quantization_config_of(config: dict) -> dict | None:
@@ -109,10 +114,38 @@ def require_gptqmodel() -> str:
         with gptqmodel_output_to_stderr():
             import gptqmodel  # noqa: F401
     except Exception as exc:  # a broken install raises anything from ImportError to RuntimeError
+        missing = missing_module(exc)
+        if missing in ("pcre", "pcre_ext_c"):
+            raise ModelLoadError(f"gptqmodel could not be imported: No module named '{missing}' (pypcre needs "
+                                 f"{PCRE_BUILD_NEEDS} to build)", hint=PCRE_HINT) from None
         raise ModelLoadError(f"gptqmodel {version} is installed but does not import ({short_reason(exc)})",
                              hint=INSTALL_HINT) from None
     quiet_imported_libraries()
     return version
+
+
+def missing_module(exc: BaseException) -> str | None:
+    """The top-level module whose absence made an import fail (a ModuleNotFoundError anywhere in the chain)."""
+    while exc is not None:
+        if isinstance(exc, ModuleNotFoundError) and exc.name:
+            return exc.name.split(".")[0]
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def awq_install_line(gptqmodel: str | None, pcre: str | None, cc: bool, python_headers: bool,
+                     pcre2_headers: bool) -> str:
+    """What `doctor` says about the `awq` extra: installed and importable, or what `pip install ".[awq]"` needs
+    here to build pypcre (versions: None when not installed; the rest: found on this machine)."""
+    if gptqmodel and pcre:
+        return f"ok: gptqmodel {gptqmodel}, pypcre {pcre}"
+    needs = {"a C compiler": cc, "Python.h": python_headers, "libpcre2-dev (pcre2.h)": pcre2_headers}
+    missing = [name for name, found in needs.items() if not found]
+    state = (f"gptqmodel {gptqmodel} is installed but pypcre (its pcre module) is not" if gptqmodel else
+             "not installed")
+    build = (f"pip install \".[awq]\" builds pypcre from source: needs {', '.join(needs)}; "
+             + (f"missing here: {', '.join(missing)} ({PCRE_APT_LINE})" if missing else "all found here"))
+    return f"{state}; {build}"
 
 
 @contextlib.contextmanager

@@ -277,6 +277,15 @@ def missing_cuda_headers(include_dirs: Iterable[Path], headers: Iterable[str] = 
     return tuple(header for header in headers if not any(Path(d, header).is_file() for d in dirs))
 
 
+def pcre2_headers_found(include_dirs: Iterable[Path] | None = None) -> bool:
+    """pcre2.h (libpcre2-dev), which building pypcre, gptqmodel's pcre module, needs; the system's include dirs
+    by default."""
+    if include_dirs is None:
+        multiarch = sysconfig.get_config_var("MULTIARCH") or ""
+        include_dirs = [Path("/usr/include"), Path("/usr/local/include"), Path("/usr/include", multiarch)]
+    return any(Path(d, "pcre2.h").is_file() for d in include_dirs)
+
+
 def _site_dirs() -> list[Path]:
     import site
 
