@@ -20,9 +20,10 @@ def _version(name: str) -> str | None:
         return None
 
 
-def diagnose(device: str = "auto", awq_kernel: str = "auto", machine=None) -> dict:
+def diagnose(device: str = "auto", awq_kernel: str = "auto", machine=None, pages: int | None = None) -> dict:
     """A flat report of one-line values (lists for several); never raises for a missing GPU or package, it says
-    so instead. `machine` (hardware/machine.py's Machine) replaces probing this one, for tests."""
+    so instead. `machine` (hardware/machine.py's Machine) replaces probing this one, for tests; `pages` is the
+    run `--engine auto` is weighed for (None: of unknown length)."""
     from . import __version__
     from .hardware.device import capability_of, choose_attention, choose_device, choose_dtype
 
@@ -65,8 +66,20 @@ def diagnose(device: str = "auto", awq_kernel: str = "auto", machine=None) -> di
 
     for name, state in engine_status().items():
         report[f"engine {name}"] = state
+    report["engine auto"] = _auto_line(machine, device, pages)
     report["presets that fit"] = [name for name, p in PRESETS.items() if gpu_gb and p.gpu_memory_gb <= gpu_gb * 0.9]
     return report
+
+
+def _auto_line(machine, device: str, pages: int | None) -> str:
+    """Which engine `--engine auto` would take for a run of `pages` pages here, and why."""
+    import importlib.util
+
+    from .engine.auto import choose_engine, cuda_offered
+
+    name, reason = choose_engine(pages, importlib.util.find_spec("vllm") is not None, cuda_offered(machine, device))
+    run = f"a run of {pages} pages" if pages is not None else "a run of unknown length (doctor --pages N)"
+    return f"{name} for {run}: {reason}"
 
 
 def _pdf_line() -> str:

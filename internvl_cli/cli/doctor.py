@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Optional
 
 import typer
 
@@ -14,6 +15,8 @@ def doctor(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     warm: bool = typer.Option(False, "--warm", help="Build the AWQ kernel a run would use now (minutes, once), so "
                               "that the first real run, a cron job say, does not wait for it."),
+    pages: Optional[int] = typer.Option(None, "--pages", min=0, help="Say which engine `--engine auto` would take "
+                                        "for a run of this many pending pages, and why."),
     device: str = DeviceOpt, awq_kernel: str = AwqKernelOpt,
 ) -> None:
     """Check this machine and say what a run would do: torch and its CUDA build, the NVIDIA driver, GPUs, the
@@ -25,6 +28,7 @@ def doctor(
       internvl doctor
       internvl doctor --warm          # compile the AWQ kernel ahead of the first run
       internvl doctor --awq-kernel triton
+      internvl doctor --pages 5000    # which engine a 5,000-page run takes
       internvl doctor --json | jq .gpus
     """
     from ..diagnostics import diagnose
@@ -32,7 +36,7 @@ def doctor(
     from .userconfig import config_path
 
     with exit_on_error():
-        report = diagnose(device=device, awq_kernel=awq_kernel)
+        report = diagnose(device=device, awq_kernel=awq_kernel, pages=pages)
         path = config_path()
         report["config file"] = f"{path}" + ("" if path.exists() else " (not created yet)")
         if warm:

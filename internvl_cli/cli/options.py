@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from ..decoding.repetition import LoopRule
+from ..engine.auto import VLLM_WORTH_PAGES
 from ..engine.base import DEFAULT_MAX_NEW_TOKENS
 from ..errors import UsageError
 from ..models.presets import DEFAULT_MODEL
@@ -165,9 +166,11 @@ PathsArg = typer.Argument(..., metavar="PATH",
                           help="PDF or image files, directories, glob patterns, or - to read paths from stdin.")
 
 
-EngineOpt = typer.Option("hf", "--engine", envvar="INTERNVL_ENGINE",
-                         help="hf (transformers, default), vllm (in-process vLLM: continuous batching; "
-                              'pip install "internvl-cli[vllm]") or server (OpenAI-compatible servers, --server).')
+EngineOpt = typer.Option("auto", "--engine", envvar="INTERNVL_ENGINE",
+                         help=f"auto (default: vllm for runs of {VLLM_WORTH_PAGES} pages or more on a CUDA GPU "
+                              "where vLLM is installed, else hf), hf (transformers), vllm (in-process vLLM: "
+                              'continuous batching; pip install "internvl-cli[vllm]") or server '
+                              "(OpenAI-compatible servers, --server).")
 
 
 ServerOpt = typer.Option([], "--server", help="With --engine server: an OpenAI-compatible base URL, e.g. "

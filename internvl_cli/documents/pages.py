@@ -143,6 +143,28 @@ def open_pages(path: Path, *, password: str | None = None, pages: str | None = N
     return _image_pages(path, select, frames, head)
 
 
+def count_pages(path: Path, *, password: str | None = None, pages: str | None = None,
+                frames: str | None = None) -> int | None:
+    """How many pages `open_pages` would yield, cheaply (a PDF's page count, an image's frame count; nothing is
+    rendered); None when the file cannot be read (its check will say why)."""
+    path = Path(path)
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(1024)
+        if b"%PDF-" in head:
+            doc = _open_pdf(path, password)
+            count = doc.page_count
+            doc.close()
+        else:
+            with _open_image(path, head) as image:
+                paged = frames == "all" or (frames is None and image.format in PAGED_IMAGE_FORMATS)
+                count = getattr(image, "n_frames", 1) if paged else 1
+    except (InputFileError, OSError, RuntimeError, UnidentifiedImageError, ValueError):  # pymupdf: RuntimeError
+        return None
+    select = parse_page_ranges(pages)
+    return len(select(count)) if select else count
+
+
 # ---------------------------------------------------------------- PDF
 
 

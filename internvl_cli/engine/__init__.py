@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..errors import UsageError
-from .base import ENGINE_NAMES, Engine, GenerationRequest, GenerationResult, Sampling
+from .base import ENGINE_CHOICES, Engine, GenerationRequest, GenerationResult, Sampling
 from ..decoding.constraints import Constraint
 from ..models.info import CheckpointInfo, checkpoint_info
 
@@ -16,7 +16,7 @@ __all__ = ["CheckpointInfo", "Constraint", "Engine", "EngineSettings", "Generati
 class EngineSettings:
     """Which backend runs the model, and its own knobs (--engine, --server, --concurrency, parallel sizes)."""
 
-    kind: str = "hf"
+    kind: str = "hf"  # or "auto": the CLI's default, settled per run (engine/auto.py)
     servers: list[str] = field(default_factory=list)
     concurrency: int = 32
     request_timeout: float = 600.0
@@ -36,15 +36,17 @@ def load_engine(model: str | None, device: str = "auto", dtype: str = "auto", re
     checkpoints on the transformers engine; None means the engine will not generate (only its configs are read),
     so AWQ support is not checked."""
     settings = settings or EngineSettings()
-    if settings.kind not in ENGINE_NAMES:
-        raise UsageError(f"--engine must be one of {', '.join(ENGINE_NAMES)} (got '{settings.kind}')")
+    if settings.kind not in ENGINE_CHOICES:
+        raise UsageError(f"--engine must be one of {', '.join(ENGINE_CHOICES)} (got '{settings.kind}')")
     if settings.kind == "server":
         return _server_engine(model, settings, info)
     if settings.servers:
         raise UsageError("--server is only used with --engine server")
-    if awq_kernel is not None and settings.kind == "hf" and model is not None:  # vLLM runs AWQ on its own kernels
+    if awq_kernel is not None and _can_only_be_hf(settings.kind) and model is not None:  # vLLM: its own kernels
         _check_awq_support(model)
     info = info or checkpoint_info(model, revision)
+    if settings.kind == "auto":
+        return _auto_engine(model, device, dtype, revision, settings, awq_kernel, info)
     if settings.kind == "hf":
         from .hf import TransformersEngine
 
@@ -57,6 +59,20 @@ def load_engine(model: str | None, device: str = "auto", dtype: str = "auto", re
     return VllmEngine(info, dtype=dtype, tensor_parallel_size=settings.tensor_parallel_size,
                       data_parallel_size=settings.data_parallel_size, max_num_seqs=settings.max_num_seqs,
                       max_images=settings.max_images)
+
+
+def _auto_engine(model: str | None, device: str, dtype: str, revision: str | None, settings: EngineSettings,
+                 awq_kernel: str | None, info: CheckpointInfo) -> Engine:
+    """`--engine auto`: the checkpoint read now, the backend chosen when the run has counted its pages."""
+    from dataclasses import replace
+
+    from .auto import AutoEngine
+
+    def build(kind: str) -> Engine:
+        return load_engine(model, device=device, dtype=dtype, revision=revision,
+                           settings=replace(settings, kind=kind), awq_kernel=awq_kernel, info=info)
+
+    return AutoEngine(info, build, device=device)
 
 
 def _server_engine(model: str | None, settings: EngineSettings, info: CheckpointInfo | None) -> Engine:
@@ -73,6 +89,13 @@ def _server_engine(model: str | None, settings: EngineSettings, info: Checkpoint
         info = checkpoint_info(model)
     return ServerEngine(settings.servers, served_name, info, concurrency=settings.concurrency,
                         retry=RetryPolicy(timeout=settings.request_timeout))
+
+
+def _can_only_be_hf(kind: str) -> bool:
+    """hf, or auto where vLLM is not installed: AWQ support can be checked before the checkpoint downloads."""
+    import importlib.util
+
+    return kind == "hf" or (kind == "auto" and importlib.util.find_spec("vllm") is None)
 
 
 def engine_status() -> dict[str, str]:

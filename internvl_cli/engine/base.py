@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, Union
 
@@ -18,6 +18,8 @@ from ..models.info import CheckpointInfo
 
 EngineName = Literal["hf", "vllm", "server"]
 ENGINE_NAMES: tuple[str, ...] = ("hf", "vllm", "server")
+# What --engine takes: the engines, and `auto` (engine/auto.py), which settles into hf or vllm per run.
+ENGINE_CHOICES: tuple[str, ...] = ("auto",) + ENGINE_NAMES
 
 FinishReason = Literal["stop", "length", "repetition"]
 
@@ -158,6 +160,11 @@ class Engine(Protocol):
     def stop_on(self, event: threading.Event) -> None:
         """Generation stops within a token once `event` is set (the caller discards what was cut). By default
         nothing: the runner stops taking results as they come."""
+
+    def settle(self, pending_pages: Callable[[], int | None]) -> Engine:
+        """The engine that runs a run, once its plan can count the pages (`pending_pages()`, None when unknown),
+        before anything loads. By default itself; `--engine auto` (engine/auto.py) picks hf or vllm here."""
+        return self
 
     def batch_limits(self, unit_tiles: int = 13, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> BatchDefaults:
         """Default --batch-size / --batch-tiles for this model where it runs, after `load()`, for a run whose

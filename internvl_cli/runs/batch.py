@@ -100,6 +100,8 @@ def run_documents(task: Task, engine: Engine, settings: BatchSettings, fmt: str,
         raise UsageError(f"-o {settings.output} names one file, but {len(found.docs) + len(found.errors)} "
                          "documents were given", hint="pass a directory to -o for several documents")
     failures = list(found.errors)
+    # `--engine auto` picks its engine here, before the ledger's task hash (which names the engine) is taken.
+    engine = engine.settle(lambda: count_pages(task, found.docs))
     with _output_directory(settings, task_fingerprint(task, engine), suffix, hooks) as directory:
         skipped = 0
         if directory is None:
@@ -125,6 +127,19 @@ def run_documents(task: Task, engine: Engine, settings: BatchSettings, fmt: str,
     report.failures.extend(DocumentFailure(Path(e.path or "-"), e) for e in failures)
     report.seconds = time.perf_counter() - started  # the whole run, model loading included
     return report
+
+
+def count_pages(task: Task, docs: list) -> int | None:
+    """The pages the given documents make, done or not: a resumed run then weighs the same count as the run it
+    resumes and takes the same engine, so its ledger entries (whose task hash names the engine) still match.
+    None when any document's count is unknown (taken as many)."""
+    total = 0
+    for doc in docs:
+        count = task.page_count(doc.path)
+        if count is None:
+            return None
+        total += count
+    return total
 
 
 def _run_options(settings: BatchSettings, engine: Engine | None, budget: UnitBudget = UnitBudget()) -> RunOptions:

@@ -13,7 +13,7 @@ from ..engine.base import DEFAULT_MAX_NEW_TOKENS, GenerationRequest, GenerationR
 from ..errors import InternVLError
 from ..flags import Flag
 from ..documents.kept import KeptDocuments
-from ..documents.pages import Page, open_pages
+from ..documents.pages import Page, count_pages, open_pages
 from ..documents.tiling import TilePlan
 
 
@@ -118,6 +118,11 @@ class Task(Protocol):
         """The most tiles and answer tokens one of this task's units asks for. By default an A4 page's budget."""
         return UnitBudget()
 
+    def page_count(self, path: Path) -> int | None:
+        """How many pages the run will make of `path`, counted cheaply before anything loads (`--engine auto`
+        weighs them); None when unknown. By default unknown."""
+        return None
+
 
 class DocumentTask(Task):
     """A task that reads each document's pages with open_pages (ocr, chart, extract). The check before the
@@ -139,6 +144,10 @@ class DocumentTask(Task):
     def pages(self, path: Path) -> Iterator[Page]:
         """The document's pages for its units: as its check opened them, or opened now."""
         return self.documents.pages(path)
+
+    def page_count(self, path: Path) -> int | None:
+        o = self.options
+        return count_pages(path, password=o.password, pages=o.pages, frames=o.frames)
 
     def budget(self) -> UnitBudget:
         """A page: the tile limit and a thumbnail, and the answer budget."""
