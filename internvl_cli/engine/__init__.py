@@ -42,7 +42,7 @@ def load_engine(model: str | None, device: str = "auto", dtype: str = "auto", re
         return _server_engine(model, settings, info)
     if settings.servers:
         raise UsageError("--server is only used with --engine server")
-    if awq_kernel is not None and _can_only_be_hf(settings.kind) and model is not None:  # vLLM: its own kernels
+    if awq_kernel is not None and _can_only_be_hf(settings.kind, device) and model is not None:  # vLLM: own kernels
         _check_awq_support(model)
     info = info or checkpoint_info(model, revision)
     if settings.kind == "auto":
@@ -91,11 +91,17 @@ def _server_engine(model: str | None, settings: EngineSettings, info: Checkpoint
                         retry=RetryPolicy(timeout=settings.request_timeout))
 
 
-def _can_only_be_hf(kind: str) -> bool:
-    """hf, or auto where vLLM is not installed: AWQ support can be checked before the checkpoint downloads."""
+def _can_only_be_hf(kind: str, device: str = "auto") -> bool:
+    """hf, or auto where it cannot settle into vLLM (vLLM not installed, --device cpu, or no NVIDIA driver: read
+    from /proc and /dev, without torch): AWQ support can be checked before the checkpoint downloads."""
     import importlib.util
 
-    return kind == "hf" or (kind == "auto" and importlib.util.find_spec("vllm") is None)
+    from ..hardware.machine import read_driver
+
+    if kind != "auto":
+        return kind == "hf"
+    return (importlib.util.find_spec("vllm") is None or device == "cpu"
+            or not read_driver(use_smi=False).present)
 
 
 def engine_status() -> dict[str, str]:
