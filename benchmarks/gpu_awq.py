@@ -464,6 +464,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--no-repetition-stop", action="store_true",
                         help="turn the engine's loop detector off, so rows run to --max-new-tokens (or EOS)")
     parser.add_argument("--rebuild", action="store_true", help="build the checkpoints again even if cached")
+    parser.add_argument("--json", type=Path, dest="json_out",
+                        help="also write the rows as JSON to this file (benchmarks/gpu_proof.py reads it)")
     parser.add_argument("--awq-kernels", default="auto",
                         help="comma-separated --awq-kernel values to measure the awq variant with, e.g. "
                         "auto,triton,marlin,torch (default auto: the one a run would choose)")
@@ -520,6 +522,10 @@ def main() -> None:
             results.append(result)
             print(f"  {result['variant']}: {result['pages'] / result['seconds']:.3f} pages/s", file=sys.stderr)
     report(results, args)
+    if args.json_out:
+        rows = [{**r, "finish": dict(r["finish"])} for r in results]
+        args.json_out.write_text(json.dumps({"environment": environment_line(args), "rows": rows}, indent=2,
+                                            default=str))
 
 
 if __name__ == "__main__":
