@@ -42,6 +42,7 @@ class FakeOpenAI(ThreadingHTTPServer):
         self.model_calls = 0
         self.connections: set[tuple] = set()  # client addresses seen: keep-alive reuses them
         self.headers_seen: list[dict] = []
+        self.sockets: set[socket.socket] = set()  # open client connections, closed when the server stops
         self.stopping = threading.Event()
         self.stopped = threading.Event()
         self.die_after = die_after  # answers sent before the server stops by itself (a server that dies)
@@ -87,6 +88,13 @@ class FakeOpenAI(ThreadingHTTPServer):
         self.stopping.set()
         self.shutdown()
         self.server_close()
+        with self.lock:
+            sockets, self.sockets = list(self.sockets), set()
+        for sock in sockets:  # a dead server's kept-alive connections die with it
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         self.stopped.set()
 
 
@@ -95,6 +103,16 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, *args):  # keep the test output clean
         pass
+
+    def setup(self):
+        super().setup()
+        with self.server.lock:
+            self.server.sockets.add(self.connection)
+
+    def finish(self):
+        with self.server.lock:
+            self.server.sockets.discard(self.connection)
+        super().finish()
 
     def _send(self, status: int, payload: object, headers: dict | None = None) -> None:
         data = json.dumps(payload).encode()
@@ -131,6 +149,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self):
         server: FakeOpenAI = self.server
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if server.stopping.is_set():
+            self.close_connection = True
+            return
         with server.lock:
             server.connections.add(self.client_address)
             server.headers_seen.append(dict(self.headers))

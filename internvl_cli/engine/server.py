@@ -146,6 +146,8 @@ class ServerEngine(Engine):
     def _pick_model(self, served: dict[str, list[str]]) -> str:
         names = {name for names in served.values() for name in names}
         wanted = self.requested_model
+        if not names:
+            raise ServerError("the servers list no models at GET /models", hint="pass the served name with --model")
         if wanted and wanted in names:
             return wanted
         if len(names) == 1:
@@ -154,8 +156,6 @@ class ServerEngine(Engine):
         if wanted:
             raise ServerError(f"the servers do not serve '{wanted}' (they serve: {listing})",
                               hint="pass --model with one of the served names")
-        if not names:
-            raise ServerError("the servers list no models at GET /models", hint="pass the served name with --model")
         raise ServerError(f"the servers serve several models ({listing})", hint="pick one with --model")
 
     def describe(self) -> dict:
