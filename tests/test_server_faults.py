@@ -118,6 +118,31 @@ def test_the_only_server_dying_ends_the_run_with_12_fast_and_a_rerun_against_it_
     assert ledger_rows(out) == [(f"doc{i:02d}.png", "done") for i in range(10)]
 
 
+def test_a_server_down_from_the_start_is_said_once_and_the_others_do_the_work(cli, fake, tmp_path):
+    dead = fake()
+    dead.stop()  # its port now refuses connections
+    live = fake()
+    inbox = make_inbox(tmp_path / "inbox", 4)
+    code, _, err = cli("ocr", inbox, "-o", tmp_path / "out", "--engine", "server", "--server", dead.url,
+                       "--server", live.url, "--model", "tiny")
+    assert code == 0, err
+    assert err.count(f"{dead.url} is down") == 1 and "refused" in err
+    assert len(live.answered) == 4 and dead.calls == 0
+
+
+def test_a_down_server_is_probed_with_get_models_and_said_back_once_it_answers(fake, caplog):
+    server = fake()
+    engine = ServerEngine([server.url], "tiny")
+    state = engine.servers[0]
+    engine._mark_down(state, _Failure("refused", retryable=True, kind="refused"))
+    state.probe_at = 0.0  # due now
+    with caplog.at_level("WARNING", logger="internvl_cli.engine"):
+        chosen = engine._choose()
+    assert chosen is state and not state.down
+    assert server.model_calls == 1 and server.calls == 0  # probed, not paid for with a page
+    assert [r.getMessage() for r in caplog.records if "is back" in r.getMessage()] == [f"{server.url} is back"]
+
+
 def test_retry_after_is_honoured_and_capped():
     engine = ServerEngine(["127.0.0.1:9"], "tiny")
     server = engine.servers[0]

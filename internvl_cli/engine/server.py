@@ -130,16 +130,17 @@ class ServerEngine(Engine):
         if self._loaded:
             return
         served: dict[str, list[str]] = {}
-        problems = []
+        problems: list[tuple[_Server, _Failure]] = []
         for server in self.servers:
             try:
                 served[server.url] = _model_names(self._get_models(server, min(30.0, self.retry.timeout)))
             except _Failure as failure:
-                self._mark_down(server, failure, quiet=True)
-                problems.append(failure.message)
+                problems.append((server, failure))
         if not served:
-            raise ServerError("no server answered: " + "; ".join(problems),
+            raise ServerError("no server answered: " + "; ".join(failure.message for _, failure in problems),
                               hint="check --server URLs, --api-key and that `vllm serve` has finished loading")
+        for server, failure in problems:  # down from the start: said once, probed like one that died
+            self._mark_down(server, failure)
         self.served_model = self._pick_model(served)
         self._loaded = True
 
@@ -409,14 +410,13 @@ class ServerEngine(Engine):
         if going_down:
             self._mark_down(server, failure)
 
-    def _mark_down(self, server: _Server, failure: _Failure, quiet: bool = False) -> None:
+    def _mark_down(self, server: _Server, failure: _Failure) -> None:
         with self._lock:
             if server.down:
                 return
             server.down, server.probes, server.reported = True, 0, failure.message
             server.probe_at = time.monotonic() + self._backoff(0)
-        if not quiet:
-            _log.warning(f"{server.url} is down ({failure.message}); probing it, pages go to the others")
+        _log.warning(f"{server.url} is down ({failure.message}); probing it, pages go to the others")
 
     def _until_one_is_back(self) -> float:
         with self._lock:
