@@ -163,11 +163,6 @@ class ServerEngine(Engine):
         return {"backend": "server", "model": self.served_model or self.model_id, "servers": len(self.servers),
                 "concurrency": self.concurrency}
 
-    @property
-    def record_model(self) -> str:
-        """The model records name: the one the servers serve, once asked."""
-        return self.served_model or self.model_id
-
     # ------------------------------------------------------------------ generation
 
     def window(self, limits: BatchLimits) -> int:
@@ -320,9 +315,7 @@ class ServerEngine(Engine):
         finish = "length" if cut else choice.get("finish_reason")
         # no tokenizer here: the loop is judged on the answer's characters
         text, reason, new_tokens, more = finish_answer(tokens, text, finish, request, None, lambda kept: None)
-        flags += more
-        if cut:
-            flags.append(Flag.TRUNCATED)
+        flags += more  # a cut answer finishes as "length": tasks flag it truncated
         if not text.strip():
             flags.append(Flag.EMPTY_ANSWER)
         if not tokens:  # servers that do not return token ids: count what they report
@@ -330,7 +323,7 @@ class ServerEngine(Engine):
         return GenerationResult(
             text=text, finish_reason=reason, prompt_tokens=_int(usage.get("prompt_tokens")),
             new_tokens=new_tokens, image_tokens=request.tiles * self.info.image_seq_length, seconds=seconds,
-            flags=flags)
+            flags=flags, model=self.served_model)
 
     def _note_reasoning(self, server: _Server) -> None:
         with self._lock:
