@@ -74,6 +74,31 @@ def test_a_page_the_server_never_answered_leaves_its_document_undone_and_a_rerun
     assert [text.count(f"page: {n}/10 ") for n in range(1, 11)] == [1] * 10  # every page exactly once
 
 
+def test_retry_failed_redoes_a_document_a_server_failed(cli, fake, tmp_path):
+    server = fake()
+    inbox = make_inbox(tmp_path / "inbox", 2)
+    out = tmp_path / "out"
+    server.plan(*["malformed"] * 6)  # the first page's every try
+    code, _, err = cli("ocr", inbox, "-o", out, *serve_args(server, "--concurrency", "1"))
+    assert code == ExitCode.PARTIAL, err  # one document done, one failed
+    assert ledger_rows(out) == [("doc00.png", "failed"), ("doc01.png", "done")]
+    calls = server.calls
+    code, _, err = cli("ocr", inbox, "-o", out, "--retry-failed", *serve_args(server))
+    assert code == 0, err
+    assert server.calls == calls + 1  # only the failed document's page was asked again
+    assert ledger_rows(out) == [("doc00.png", "done"), ("doc01.png", "done")]
+
+
+def test_a_page_the_server_is_too_slow_for_says_timed_out(cli, fake, tmp_path):
+    server = fake(slow_seconds=30)
+    server.always("slow")
+    page = tmp_path / "a.png"
+    page.write_bytes((SAMPLES / "chart.png").read_bytes())
+    code, _, err = cli("ocr", page, *serve_args(server, "--request-timeout", "1"))
+    assert code == ExitCode.SERVER
+    assert "timed out" in err and "no server could be reached" not in err
+
+
 def test_the_fault_mix_ends_with_every_document_done_exactly_once(cli, fake, tmp_path):
     server = fake()
     inbox = make_inbox(tmp_path / "inbox", 6)
