@@ -207,6 +207,7 @@ def test_sigterm_with_32_requests_in_flight_exits_within_5_s_and_a_rerun_finishe
         process.wait(timeout=30)
         assert time.monotonic() - stopped < 5
         assert process.returncode == ExitCode.TERMINATED
+        assert "is down" not in process.stderr.read().decode()  # abandoned requests are not the server's fault
     finally:
         if process.poll() is None:
             process.kill()

@@ -257,6 +257,8 @@ class ServerEngine(Engine):
                 result = self._result(answer, cut, request, server, time.perf_counter() - started)
                 self._succeeded(server)
             except _Failure as failure:
+                if cancelled is not None and cancelled.is_set():
+                    raise ServerError("stopped") from None  # its connection was closed by the stop, not the server
                 self._failed(server, failure)
                 last = failure
                 if not failure.retryable:
