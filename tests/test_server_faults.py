@@ -208,6 +208,8 @@ def test_sigterm_with_32_requests_in_flight_exits_within_5_s_and_a_rerun_finishe
         assert time.monotonic() - stopped < 5
         assert process.returncode == ExitCode.TERMINATED
         assert "is down" not in process.stderr.read().decode()  # abandoned requests are not the server's fault
+        statuses = [status for _, status in ledger_rows(out)]
+        assert "done" not in statuses and statuses  # what was on the wire is left to redo, never done
     finally:
         if process.poll() is None:
             process.kill()
@@ -300,7 +302,7 @@ def test_credentials_in_the_url_go_as_basic_auth_and_are_never_shown(cli, fake, 
 @pytest.mark.parametrize("url, says", [
     ("http://127.0.0.1:abc", "port"), ("http://127.0.0.1:99999", "port"), ("127.0.0.1:0", "port"),
     ("http://[::1", "IPv6"), ("http://h:8000/v1?key=x", "query"), ("ftp://h:21", "http"),
-    ("http://user:hunter2@h:99999/v1", "port"),
+    ("http://user:hunter2@h:99999/v1", "port"), ("http://:8000/v1", "host"),
 ])
 def test_a_bad_server_url_is_a_usage_error(cli, tmp_path, url, says):
     page = tmp_path / "a.png"
@@ -310,8 +312,9 @@ def test_a_bad_server_url_is_a_usage_error(cli, tmp_path, url, says):
     assert len(err.strip().splitlines()) == 1 and "hunter2" not in err
 
 
-@pytest.mark.parametrize("option, value", [("--concurrency", "100000"), ("--request-timeout", "inf"),
-                                           ("--request-timeout", "nan")])
+@pytest.mark.parametrize("option, value", [("--concurrency", "100000"), ("--concurrency", "0"),
+                                           ("--request-timeout", "inf"), ("--request-timeout", "nan"),
+                                           ("--request-timeout", "0"), ("--request-timeout", "-1")])
 def test_out_of_range_server_options_are_usage_errors(cli, tmp_path, option, value):
     page = tmp_path / "a.png"
     page.write_bytes((SAMPLES / "chart.png").read_bytes())
