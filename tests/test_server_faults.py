@@ -187,7 +187,9 @@ def test_requests_share_kept_alive_connections(cli, fake, tmp_path):
 
 # ------------------------------------------------------------------------------------------------ stopping
 
-def test_sigterm_with_32_requests_in_flight_exits_within_5_s_and_a_rerun_finishes(fake, tmp_path):
+@pytest.mark.parametrize("stop, code", [(signal.SIGTERM, ExitCode.TERMINATED), (signal.SIGINT, ExitCode.INTERRUPTED)])
+def test_sigterm_or_ctrl_c_with_32_requests_in_flight_exits_within_5_s_and_a_rerun_finishes(fake, tmp_path, stop, code):
+    """SIGTERM, or SIGINT as Ctrl-C sends it."""
     server = fake(slow_seconds=120)
     server.always("slow")
     inbox = make_inbox(tmp_path / "inbox", 40)
@@ -203,10 +205,10 @@ def test_sigterm_with_32_requests_in_flight_exits_within_5_s_and_a_rerun_finishe
             time.sleep(0.05)
         assert server.calls >= 32, process.stderr.read().decode() if process.poll() is not None else "not started"
         stopped = time.monotonic()
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(stop)
         process.wait(timeout=30)
         assert time.monotonic() - stopped < 5
-        assert process.returncode == ExitCode.TERMINATED
+        assert process.returncode == code
         assert "is down" not in process.stderr.read().decode()  # abandoned requests are not the server's fault
         statuses = [status for _, status in ledger_rows(out)]
         assert "done" not in statuses and statuses  # what was on the wire is left to redo, never done
