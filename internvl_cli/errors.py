@@ -44,7 +44,8 @@ EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
     ExitCode.BUSY: "another run holds the output directory (use `--wait`)",
     ExitCode.PARTIAL: "the run finished but some documents failed",
     ExitCode.INVALID_OUTPUT: "an answer could not be made schema-valid (the record lists its errors)",
-    ExitCode.SERVER: "`--engine server`: no server reachable, or it kept answering with errors after retries",
+    ExitCode.SERVER: "`--engine server`: no server reachable or live (unreachable, refused, timed out, unauthorised, "
+                     "odd `/v1/models`), or a page it kept failing after retries (that document stays to be redone)",
     ExitCode.OUTPUT: "the output location cannot be used: a file where a folder is needed, read-only, "
                      "cannot be created, or an existing destination (`--overwrite`)",
     ExitCode.DEVICE: "the device needed cannot be used: no CUDA GPU is visible (`--device cuda`, `quantize`), "

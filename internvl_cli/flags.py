@@ -14,6 +14,7 @@ class Flag(str, Enum):
     REPETITION = "repetition"  # the model looped: the loop was cut (or a constrained answer wrapped up)
     CLOSED_EARLY = "closed-early"  # a constrained answer was steered to its shortest valid ending
     CONTEXT_FULL = "context-full"  # the prompt alone filled the context: no answer
+    EMPTY_ANSWER = "empty-answer"  # a server answered nothing (null or empty content), twice
     # set by tasks
     RETRIED = "retried"  # a second attempt was made (a loop, or an answer the schema rejects)
     FAILED = "failed"  # the page could not be read or answered

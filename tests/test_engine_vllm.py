@@ -79,9 +79,12 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+SERVE_KEY = "sk-vllm-serve-key-3141"  # the module's server asks for it (vllm serve --api-key): every run passes it
+
+
 @pytest.fixture(scope="module")
 def vllm_server(tiny32, tmp_path_factory):
-    """One real `vllm serve` for the module, on loopback, with our wrap-up processor and llguidance."""
+    """One real `vllm serve --api-key` for the module, on loopback, with our wrap-up processor and llguidance."""
     port = free_port()
     log = tmp_path_factory.mktemp("serve") / "vllm-serve.log"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
@@ -91,14 +94,16 @@ def vllm_server(tiny32, tmp_path_factory):
                "--structured-outputs-config.backend", "guidance", "--trust-request-mm-kwargs",
                # the largest budget requests may ask for, so vLLM sizes its encoder cache for 13 tiles
                "--mm-processor-kwargs", '{"crop_to_patches": true, "max_patches": 12}',
-               "--logits-processors", "internvl_cli.decoding.vllm_processor:WrapUpLogitsProcessor"]
+               "--logits-processors", "internvl_cli.decoding.vllm_processor:WrapUpLogitsProcessor",
+               "--api-key", SERVE_KEY]
     with open(log, "wb") as sink:
         proc = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}/v1"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None:
         try:
-            with urllib.request.urlopen(url + "/models", timeout=2) as answer:
+            ready = urllib.request.Request(url + "/models", headers={"Authorization": f"Bearer {SERVE_KEY}"})
+            with urllib.request.urlopen(ready, timeout=2) as answer:
                 if answer.status == 200:
                     break
         except OSError:
@@ -220,8 +225,8 @@ def test_directory_rerun_does_nothing_and_the_engine_is_a_new_task(cli_vllm, tin
 
 def test_server_engine_against_vllm_serve(cli, vllm_server, tiny32, tmp_path):
     pdf = multipage_pdf(tmp_path / "two.pdf", [(595, 842), (842, 595)])
-    code, stdout, err = cli("ocr", pdf, "--engine", "server", "--server", vllm_server, "--model", tiny32,
-                            "--format", "jsonl", "--max-new-tokens", "24")
+    code, stdout, err = cli("ocr", pdf, "--engine", "server", "--server", vllm_server, "--api-key", SERVE_KEY,
+                            "--model", tiny32, "--format", "jsonl", "--max-new-tokens", "24")
     assert code == 0, err
     served = [json.loads(line) for line in stdout.splitlines()]
     code, stdout, _ = cli("ocr", pdf, "--model", tiny32, "--format", "jsonl", "--max-new-tokens", "24")
@@ -230,7 +235,7 @@ def test_server_engine_against_vllm_serve(cli, vllm_server, tiny32, tmp_path):
     schema = tmp_path / "nested.json"
     schema.write_text(json.dumps(NESTED))
     code, stdout, err = cli("extract", pdf, "--schema", schema, "--engine", "server", "--server", vllm_server,
-                            "--max-new-tokens", "120")
+                            "--api-key", SERVE_KEY, "--max-new-tokens", "120")
     record = json.loads(stdout)
     assert code == (0 if record["valid"] else 11), err
     if record["valid"]:
@@ -238,7 +243,7 @@ def test_server_engine_against_vllm_serve(cli, vllm_server, tiny32, tmp_path):
 
         jsonschema.validate(record["data"], NESTED)
     code, stdout, err = cli("chart", SAMPLES / "chart.png", "--engine", "server", "--server", vllm_server,
-                            "--format", "json", "--max-new-tokens", "48")
+                            "--api-key", SERVE_KEY, "--format", "json", "--max-new-tokens", "48")
     assert code == 0, err
     table = json.loads(stdout)
     assert all(len(row) == len(table["columns"]) for row in table["rows"])
@@ -249,15 +254,33 @@ def test_kill_9_then_rerun_finishes_everything_exactly_once(vllm_server, tmp_pat
     out = tmp_path / "out"
     args = [sys.executable, "-m", "internvl_cli.cli", "ocr", str(inbox), "-o", str(out), "--engine", "server",
             "--server", vllm_server, "--concurrency", "2", "--max-new-tokens", "64"]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    env = {**os.environ, "INTERNVL_API_KEY": SERVE_KEY}  # the key from the environment, as a cron job passes it
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     deadline = time.monotonic() + 120
     while not list(out.glob("*.md")) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)  # waiting for the first output, not timing
     proc.kill()
     proc.wait()
     assert len(list(out.glob("*.md"))) < 16, "finished before it could be killed"
-    result = subprocess.run(args, capture_output=True, text=True)
+    result = subprocess.run(args, capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in out.glob("*.md")) == [f"doc{i:02d}.png.md" for i in range(16)]
     with sqlite3.connect(out / ".internvl" / "ledger.sqlite3") as db:
         assert [s for (s,) in db.execute("SELECT status FROM jobs")] == ["done"] * 16
+
+
+def test_vllm_serve_with_an_api_key_is_reached_with_it_refused_without_it_and_never_shown(cli, vllm_server,
+                                                                                           tmp_path):
+    inbox = make_inbox(tmp_path / "inbox", 2)
+    code, _, err = cli("ocr", inbox, "-o", tmp_path / "refused", "--engine", "server", "--server", vllm_server,
+                       "--max-new-tokens", "8")
+    assert code == 12 and "unauthorised" in err, err
+    out = tmp_path / "out"
+    code, stdout, err = cli("-v", "ocr", inbox, "-o", out, "--engine", "server", "--server", vllm_server,
+                            "--api-key", SERVE_KEY, "--max-new-tokens", "8")
+    assert code == 0, err
+    assert sorted(p.name for p in out.glob("*.md")) == ["doc00.png.md", "doc01.png.md"]
+    assert SERVE_KEY not in stdout + err
+    for path in [*out.rglob("*"), *(tmp_path / "refused").rglob("*")]:
+        if path.is_file():
+            assert SERVE_KEY.encode() not in path.read_bytes(), path

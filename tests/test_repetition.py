@@ -1,9 +1,11 @@
 """The loop detector on its own, fed tokens as generation streams them: real repetition passes, loops are cut in bound."""
 from __future__ import annotations
 
+import random
+
 import pytest
 
-from internvl_cli.decoding.repetition import LoopDetector, LoopRule, find_loop
+from internvl_cli.decoding.repetition import LoopDetector, LoopRule, find_loop, find_text_loop
 from repetitive import LEGIT_PAGES, LOOP_PREFIX, LOOP_UNITS
 
 BUDGET = 4096
@@ -102,3 +104,49 @@ def test_a_loop_late_in_a_long_answer_is_found():
     for _ in range(300):
         detector.feed("same", "word ")
     assert detector.loop is not None and detector.loop.start == 6000 and detector.loop.period == 1
+
+
+def character_stream_loop(text: str, rule: LoopRule = LoopRule()):
+    """What the streaming detector finds when the answer's characters are its tokens (line breaks counted)."""
+    return find_loop(list(text), list(text), rule)
+
+
+@pytest.mark.parametrize("name", sorted(LEGIT_PAGES))
+def test_the_whole_answer_detector_agrees_with_the_streaming_one_on_real_pages(name):
+    for text in (LEGIT_PAGES[name], LOOP_PREFIX + LEGIT_PAGES[name] + "\n" + LEGIT_PAGES[name]):
+        assert find_text_loop(text) == character_stream_loop(text)
+
+
+@pytest.mark.parametrize("name", sorted(LOOP_UNITS))
+def test_the_whole_answer_detector_cuts_a_loop_where_the_streaming_one_does(name):
+    text = LOOP_PREFIX + LOOP_UNITS[name] * 600 + "tail"
+    loop = find_text_loop(text)
+    assert loop is not None and loop == character_stream_loop(text)
+    assert loop.keep < len(LOOP_PREFIX) + 2 * len(LOOP_UNITS[name])  # cut back to about one occurrence
+
+
+def test_the_whole_answer_detector_agrees_on_random_text_with_every_kind_of_threshold():
+    draw = random.Random(19)
+    rules = [LoopRule(min_repeats=3, max_tokens=60, max_chars=50, max_lines=4, max_line_chars=20,
+                      short_unit_chars=3, max_period=12),
+             LoopRule(min_repeats=2, max_tokens=40, max_chars=90, max_lines=30, max_line_chars=12,
+                      short_unit_chars=5, max_period=8)]
+    fired = 0
+    for case in range(400):
+        rule = rules[case % 2]
+        pieces = ["".join(draw.choice("abc\n") for _ in range(draw.randint(1, 6))) for _ in range(draw.randint(1, 5))]
+        text = "".join(draw.choice(pieces) * draw.randint(1, 5) for _ in range(draw.randint(1, 12)))
+        expected = character_stream_loop(text, rule)
+        assert find_text_loop(text, rule) == expected, (text, rule)
+        fired += expected is not None
+    assert 50 < fired < 350  # both verdicts were exercised
+
+
+def test_the_whole_answer_detector_finds_a_loop_late_in_a_megabyte_answer():
+    text = "".join(f"line {index}: {index * 7919 % 10007}\n" for index in range(60_000))[:1_000_000]
+    assert find_text_loop(text) is None
+    looping = text + "ha" * 600
+    loop = find_text_loop(looping)
+    assert loop is not None and loop.period == 2 and loop.start == len(text)
+    assert find_text_loop(looping, LoopRule.off()) is None
+

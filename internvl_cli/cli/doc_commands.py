@@ -15,6 +15,7 @@ from .options import (
     AwqKernelOpt,
     BatchOpt,
     BatchTilesOpt,
+    ApiKeyOpt,
     ConcurrencyOpt,
     DataParallelOpt,
     DeviceOpt,
@@ -75,6 +76,8 @@ def run_batch(task, engine, batch: BatchSettings, fmt: str, suffix: str) -> None
     report = run_documents(task, engine, batch, fmt, suffix, hooks)
     counts = (f"{report.done} done, {len(report.failures)} failed, {report.skipped} skipped, "
               f"{report.pages} pages in {report.seconds:.1f} s")
+    if report.fatal is not None:
+        report_error(report.fatal)
     if report.interrupted is not None:
         resume = ("rerun the same command to resume: finished documents are kept" if batch.output_is_directory
                   else "the output is incomplete; rerun for the rest (with -o DIR a rerun resumes)")
@@ -103,7 +106,7 @@ def ocr(
     batch_size: Optional[int] = BatchOpt, batch_tiles: Optional[int] = BatchTilesOpt,
     awq_kernel: str = AwqKernelOpt,
     engine_name: str = EngineOpt, servers: list[str] = ServerOpt, concurrency: int = ConcurrencyOpt,
-    request_timeout: float = TimeoutOpt, tensor_parallel: int = TensorParallelOpt,
+    request_timeout: float = TimeoutOpt, api_key: Optional[str] = ApiKeyOpt, tensor_parallel: int = TensorParallelOpt,
     data_parallel: int = DataParallelOpt,
     prompt: Optional[str] = PromptOpt, anchored_prompt: Optional[str] = AnchoredPromptOpt,
     system: Optional[str] = SystemOpt, no_system: bool = NoSystemOpt,
@@ -131,7 +134,8 @@ def ocr(
         loop = loop_rule(loop_stop, loop_repeats, loop_tokens, loop_chars, loop_lines, loop_line_chars)
         system_text = resolve_system(system, no_system)
         engine = open_engine(model, device, dtype, engine_settings(
-            engine_name, servers, concurrency, request_timeout, tensor_parallel, data_parallel), awq_kernel)
+            engine_name, servers, concurrency, request_timeout, tensor_parallel, data_parallel, api_key=api_key),
+            awq_kernel)
         options = page_options(engine, pages, password, min_tiles, max_tiles, max_new_tokens, frames, loop,
                                system_text)
         suffix = {"markdown": ".md", "text": ".txt", "jsonl": ".jsonl"}[fmt]
@@ -152,7 +156,7 @@ def chart(
     batch_size: Optional[int] = BatchOpt, batch_tiles: Optional[int] = BatchTilesOpt,
     awq_kernel: str = AwqKernelOpt,
     engine_name: str = EngineOpt, servers: list[str] = ServerOpt, concurrency: int = ConcurrencyOpt,
-    request_timeout: float = TimeoutOpt, tensor_parallel: int = TensorParallelOpt,
+    request_timeout: float = TimeoutOpt, api_key: Optional[str] = ApiKeyOpt, tensor_parallel: int = TensorParallelOpt,
     data_parallel: int = DataParallelOpt,
     prompt: Optional[str] = PromptOpt, system: Optional[str] = SystemOpt, no_system: bool = NoSystemOpt,
     loop_stop: bool = LoopStopOpt, loop_repeats: int = LoopRepeatsOpt, loop_tokens: int = LoopTokensOpt,
@@ -180,7 +184,8 @@ def chart(
         loop = loop_rule(loop_stop, loop_repeats, loop_tokens, loop_chars, loop_lines, loop_line_chars)
         system_text = resolve_system(system, no_system)
         engine = open_engine(model, device, dtype, engine_settings(
-            engine_name, servers, concurrency, request_timeout, tensor_parallel, data_parallel), awq_kernel)
+            engine_name, servers, concurrency, request_timeout, tensor_parallel, data_parallel, api_key=api_key),
+            awq_kernel)
         options = page_options(engine, pages, password, min_tiles, max_tiles, max_new_tokens, frames, loop,
                                system_text)
         suffix = {"csv": ".csv", "markdown": ".md", "json": ".jsonl"}[fmt]
@@ -212,7 +217,7 @@ def extract(
     batch_size: Optional[int] = BatchOpt, batch_tiles: Optional[int] = BatchTilesOpt,
     awq_kernel: str = AwqKernelOpt,
     engine_name: str = EngineOpt, servers: list[str] = ServerOpt, concurrency: int = ConcurrencyOpt,
-    request_timeout: float = TimeoutOpt, tensor_parallel: int = TensorParallelOpt,
+    request_timeout: float = TimeoutOpt, api_key: Optional[str] = ApiKeyOpt, tensor_parallel: int = TensorParallelOpt,
     data_parallel: int = DataParallelOpt,
     prompt: Optional[str] = PromptOpt, anchored_prompt: Optional[str] = AnchoredPromptOpt,
     system: Optional[str] = SystemOpt, no_system: bool = NoSystemOpt,
@@ -256,7 +261,7 @@ def extract(
         budget, notes = answer_budget(loaded, max_new_tokens, explicit)
         engine = open_engine(model, device, dtype, engine_settings(
             engine_name, servers, concurrency, request_timeout, tensor_parallel, data_parallel,
-            max_images=window_pages), awq_kernel)
+            max_images=window_pages, api_key=api_key), awq_kernel)
         options = ExtractOptions(
             tiling=engine.tiling.with_limits(None, max_tiles),
             sampling=Sampling(max_new_tokens=budget, loop=loop),

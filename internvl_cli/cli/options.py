@@ -185,6 +185,12 @@ TimeoutOpt = typer.Option(600.0, "--request-timeout", min=1.0, help="With --engi
                           "before it is retried.")
 
 
+ApiKeyOpt = typer.Option(None, "--api-key", envvar=["INTERNVL_API_KEY", "OPENAI_API_KEY"], show_default=False,
+                         show_envvar=True, help="With --engine server: the servers' API key, sent as a Bearer token "
+                         "(`vllm serve --api-key`); credentials in a --server URL (user:password@host) go as Basic "
+                         "auth instead. Never printed or recorded.")
+
+
 TensorParallelOpt = typer.Option(1, "--tensor-parallel-size", min=1, help="With --engine vllm: GPUs one model is split "
                                  "over (models too large for one GPU).")
 
@@ -194,12 +200,12 @@ DataParallelOpt = typer.Option(1, "--data-parallel-size", min=1, help="With --en
 
 
 def engine_settings(engine: str, servers: list[str], concurrency: int, request_timeout: float,
-                     tensor_parallel: int, data_parallel: int, max_images: int = 1):
+                     tensor_parallel: int, data_parallel: int, max_images: int = 1, api_key: str | None = None):
     from ..engine import EngineSettings
 
     return EngineSettings(kind=engine, servers=list(servers), concurrency=concurrency,
                           request_timeout=request_timeout, tensor_parallel_size=tensor_parallel,
-                          data_parallel_size=data_parallel, max_images=max_images)
+                          data_parallel_size=data_parallel, max_images=max_images, api_key=api_key or None)
 
 
 def open_engine(model: str, device: str, dtype: str, settings=None, awq_kernel: str | None = None):

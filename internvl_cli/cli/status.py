@@ -42,3 +42,6 @@ def status(
                 typer.echo(f"interrupted: {failure['source']} (rerun the same command to finish it)")
             else:
                 typer.echo(f"failed: {failure['source']}: {failure['error']}")
+        for partial in summary["pages_failed_in"]:
+            typer.echo(f"done with failed pages: {partial['source']}: {partial['pages_failed']} of "
+                       f"{partial['pages']} pages failed")

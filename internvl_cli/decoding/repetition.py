@@ -166,3 +166,82 @@ def find_loop(tokens, texts=None, rule: LoopRule = LoopRule()) -> Loop | None:
         if loop is not None:
             return loop
     return None
+
+
+def find_text_loop(text: str, rule: LoopRule = LoopRule()) -> Loop | None:
+    """The loop `find_loop(list(text), list(text), rule)` finds (characters as tokens, line breaks counted),
+    for a whole answer at once: what a server's answer without token ids is judged on.
+
+    The streaming detector pays ~250 small numpy calls per character. Here each period costs a few passes over
+    the text, and only its runs long enough to fire are looked at one by one. The detector's verdict at a
+    character depends on the text up to it alone, so prefixes of doubling length are judged first: a loop
+    early in a long answer costs what its prefix costs, and an answer without one at most twice one pass."""
+    if not rule.enabled or len(text) < 2:
+        return None
+    codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    breaks = np.flatnonzero(codes == ord("\n"))
+    length = min(len(codes), 8 * 1024)
+    while True:
+        loop = _first_loop(codes[:length], breaks[breaks < length], rule)
+        if loop is not None or length == len(codes):
+            return loop
+        length = min(len(codes), 2 * length)
+
+
+def _first_loop(codes: np.ndarray, breaks: np.ndarray, rule: LoopRule) -> Loop | None:
+    """The loop that fires at the earliest character (the shortest period on a tie), as the detector's."""
+    best: tuple[int, int, int] | None = None  # (index it fires at, period, start)
+    # A run fires no sooner than this many characters in: a page's worth (or a line's, for a short unit).
+    page = min(rule.max_tokens, rule.max_chars + 1, rule.max_lines + 1)
+    for period in range(1, min(rule.max_period, len(codes) - 1) + 1):
+        shortest = max(rule.min_repeats * period,
+                       min(page, rule.max_line_chars + 1) if period <= rule.short_unit_chars else page)
+        end = len(codes) if best is None else best[0]  # only a loop firing earlier than the best so far wins
+        if end < shortest or not _may_run(codes[:end], period, shortest - period):
+            continue
+        same = np.empty(end - period + 2, dtype=np.int8)  # same[1 + j]: character period + j repeats its own
+        same[0] = same[-1] = 0
+        np.equal(codes[period:end], codes[:end - period], out=same[1:-1].view(bool))
+        edges = np.flatnonzero(np.diff(same))  # where runs begin and end, alternately
+        firsts, lasts = edges[0::2], edges[1::2] - 1
+        long_enough = np.flatnonzero(lasts - firsts + 1 + period >= shortest)
+        for run in long_enough:  # a run of repeats over characters [first, last], its unit begins period before
+            first, last = int(firsts[run]) + period, int(lasts[run]) + period
+            fires = _fires_at(first - period, last, period, breaks, rule)
+            if fires is not None and (best is None or fires < best[0]):
+                best = (fires, period, first - period)
+            if fires is not None:
+                break  # later runs of this period fire later
+    if best is None:
+        return None
+    fires, period, start = best
+    lines = int(np.count_nonzero((breaks >= start) & (breaks <= fires)))
+    return Loop(period=period, start=start, tokens=fires - start + 1, chars=fires - start + 1, lines=lines)
+
+
+def _may_run(codes: np.ndarray, period: int, repeats: int, samples: int = 8) -> bool:
+    """Whether characters may repeat the one `period` before them `repeats` times in a row. Such a run holds
+    `samples` neighbouring multiples of repeats // samples, so comparing only there rules most periods out at
+    a fraction of a pass (ordinary text matches itself by chance far less often than 8 times in a row)."""
+    samples = min(samples, repeats)
+    step = repeats // samples
+    hits = codes[period::step] == codes[:len(codes) - period:step]
+    for shift in range(1, samples):
+        hits = hits[:-1] & hits[1:]  # hits[k]: samples k .. k + shift all repeat
+    return bool(hits.any())
+
+
+def _fires_at(start: int, last: int, period: int, breaks: np.ndarray, rule: LoopRule) -> int | None:
+    """The first character (at most `last`) at which a `period`-periodic span from `start` is a loop, if any."""
+    repeated = start + rule.min_repeats * period - 1  # from here on the span holds min_repeats units
+    ahead = int(np.searchsorted(breaks, start))  # the first line break in the span, as an index into breaks
+    beyond = [start + min(rule.max_tokens, rule.max_chars + 1) - 1]  # longer than a page prints
+    if ahead + rule.max_lines < len(breaks):
+        beyond.append(int(breaks[ahead + rule.max_lines]))  # more lines than a page prints
+    if period <= rule.short_unit_chars:  # a short unit within one line, longer than a line prints
+        within_line = start + rule.max_line_chars
+        next_break = int(breaks[ahead]) if ahead < len(breaks) else last + 1
+        if max(within_line, repeated) < next_break:
+            beyond.append(within_line)
+    fires = min(max(repeated, index) for index in beyond)
+    return fires if fires <= last else None

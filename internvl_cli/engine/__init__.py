@@ -20,6 +20,7 @@ class EngineSettings:
     servers: list[str] = field(default_factory=list)
     concurrency: int = 32
     request_timeout: float = 600.0
+    api_key: str | None = None  # --api-key / INTERNVL_API_KEY / OPENAI_API_KEY: sent as a Bearer token
     tensor_parallel_size: int = 1
     data_parallel_size: int = 1
     max_num_seqs: int | None = None
@@ -88,7 +89,7 @@ def _server_engine(model: str | None, settings: EngineSettings, info: Checkpoint
     if info is None and model and Path(model).expanduser().is_dir():
         info = checkpoint_info(model)
     return ServerEngine(settings.servers, served_name, info, concurrency=settings.concurrency,
-                        retry=RetryPolicy(timeout=settings.request_timeout))
+                        retry=RetryPolicy(timeout=settings.request_timeout), api_key=settings.api_key)
 
 
 def _can_only_be_hf(kind: str, device: str = "auto") -> bool:

@@ -81,6 +81,7 @@ class GenerationResult:
     seconds: float  # this request's share of its batch's wall time
     # e.g. "closed-early": a constrained answer was wrapped up; "context-full": the prompt left no room to answer
     flags: list[Flag] = field(default_factory=list)
+    model: str | None = None  # the model that answered, when the engine learns it only then (a server's)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from ..documents.tiling import TiledImage
 from ..decoding.constraints import Constraint
 from .base import FinishReason, GenerationRequest, Sampling
 from ..decoding.json_state import wrap_up_start
-from ..decoding.repetition import LoopRule, find_loop
+from ..decoding.repetition import LoopRule, find_loop, find_text_loop
 from ..decoding.vllm_processor import LOOP_ARG, WRAP_UP_ARG
 
 def pictures(request: GenerationRequest) -> list:
@@ -74,12 +74,13 @@ def finish_answer(tokens: list[int], text: str, finish: str | None, request: Gen
     constrained one was steered to a close by the wrap-up processor and is flagged, never cut.
 
     The loop is found by the same detector the processor ran while decoding: on the token ids with their texts
-    when `pieces` gives them, else on the answer's characters (a server that returns no token ids)."""
+    when `pieces` gives them, else on the answer's characters, line breaks counted (a server that returns no
+    token ids), by the whole-answer detector, which finds the same loop in time linear in the answer."""
     flags: list[Flag] = []
     reason: FinishReason = "stop" if finish == "stop" else "length"
     rule = request.sampling.loop
     by_tokens = bool(tokens) and pieces is not None
-    loop = (find_loop(tokens, pieces(tokens), rule) if by_tokens else find_loop(list(text), None, rule))
+    loop = find_loop(tokens, pieces(tokens), rule) if by_tokens else find_text_loop(text, rule)
     if request.constraint is not None:
         if loop is not None:
             flags.append(Flag.REPETITION)

@@ -399,6 +399,9 @@ class Ledger:
                 + (" OR status = 'running'" if active is None else "")
                 + " ORDER BY COALESCE(finished_at, started_at, '') DESC, rowid DESC"
             ).fetchall()
+            partial_rows = self._db.execute(
+                "SELECT source_path, pages, pages_failed FROM jobs WHERE status = 'done' AND pages_failed > 0"
+                " ORDER BY source_path").fetchall()
         result: dict[str, Any] = {status: counts.get(status, 0) for status in STATUSES}
         running = result["running"]
         result["running"] = running if active is not None else 0
@@ -407,6 +410,9 @@ class Ledger:
         result.update(
             total=sum(counts.values()), pages=totals[0], pages_failed=totals[1], seconds=round(totals[2], 3),
             active_run=active, failures=[_failure(Job(*row)) for row in failed_rows],
+            # done under the page-error rule with some pages unreadable (by the model or in the file)
+            pages_failed_in=[{"source": source, "pages": pages, "pages_failed": failed}
+                             for source, pages, failed in partial_rows],
         )
         return result
 

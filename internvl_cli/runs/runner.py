@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..engine.base import BatchLimits, Engine, GenerationRequest
-from ..errors import ExitCode, InternVLError
+from ..errors import ExitCode, InternVLError, ServerError
 from ..tasks.base import DocumentResult, Outcome, Task, Unit
 
 
@@ -45,6 +45,7 @@ class RunReport:
     skipped: int = 0
     failures: list[DocumentFailure] = field(default_factory=list)
     interrupted: ExitCode | None = None
+    fatal: InternVLError | None = None  # what stopped the run early (no server live): the rest stays pending
     pages: int = 0
     seconds: float = 0.0
 
@@ -138,6 +139,10 @@ class Runner:
         except KeyboardInterrupt:
             self.stop.set()
             self.stop_code = ExitCode.INTERRUPTED
+        except InternVLError as error:  # the engine cannot go on (no server live): stop, leave the rest pending
+            self.stop.set()
+            self.stop_code = error.exit_code
+            self.report.fatal = error
         if self.stop.is_set():
             self.report.interrupted = self.stop_code
         self.report.seconds = time.perf_counter() - started
@@ -254,6 +259,9 @@ class Runner:
         if doc.error is not None:
             return self._fail(doc.path, doc.error)
         outcomes = [doc.outcomes[key] for key in sorted(doc.outcomes)]
+        transient = next((o.error for o in outcomes if isinstance(o.error, ServerError)), None)
+        if transient is not None:  # a server's fault, not the page's: never done with a hole, a rerun redoes it
+            return self._fail(doc.path, ServerError(f"a page was not answered: {transient.message}"))
         result = self.task.finish(doc.path, outcomes, doc.expected or 0)
         self.report.pages += result.page_count
         if result.failed:

@@ -176,7 +176,7 @@ class ExtractTask(DocumentTask):
         windows: dict[int, list[tuple[Answer, list[str]]]] = {}
         spans: dict[int, list[int]] = {}
         problems: dict[int, list[str]] = {}
-        seconds, retried = 0.0, False
+        seconds, retried, model = 0.0, False, None
         for outcome in outcomes:
             context = outcome.unit.context
             window = context.window if context.window is not None else outcome.unit.pages[0]
@@ -190,6 +190,7 @@ class ExtractTask(DocumentTask):
             page_flags = list(context.page_flags)
             for result in tries:
                 seconds += result.seconds
+                model = model or result.model
                 flags = page_flags + list(result.flags) + ([Flag.TRUNCATED] if result.finish_reason == "length" else [])
                 # JSON escapes let control characters through: none reach the output, and what is
                 # validated is exactly what is printed
@@ -201,7 +202,7 @@ class ExtractTask(DocumentTask):
         valid = not errors
         record = {
             "file": str(path), "pages": len(pages), "data": data, "valid": valid, "errors": errors, "flags": flags,
-            "unenforced": self.schema.unenforced, "model": self.model_id, "seconds": round(seconds, 3),
+            "unenforced": self.schema.unenforced, "model": model or self.model_id, "seconds": round(seconds, 3),
             "source": outcomes[0].unit.context.source if outcomes else None,
         }
         # Every document gets its record, valid or not: an invalid one carries its errors.

@@ -120,6 +120,7 @@ class PageTask(DocumentTask):
         if context.repaired:
             record["flags"].append(Flag.REPAIRED_PDF)
         record["seconds"] = round(result.seconds + (first.seconds if first is not None else 0.0), 3)
+        record["model"] = result.model or self.model_id
         record["flags"].extend(result.flags)
         if result.finish_reason == "repetition":
             record["flags"].append(Flag.REPETITION)
