@@ -41,6 +41,7 @@ from .options import (
     PathsArg,
     PromptOpt,
     RetryOpt,
+    RenderWorkersOpt,
     ServerOpt,
     SystemOpt,
     TensorParallelOpt,
@@ -104,7 +105,7 @@ def ocr(
     awq_kernel: str = AwqKernelOpt,
     engine_name: str = EngineOpt, servers: list[str] = ServerOpt, concurrency: int = ConcurrencyOpt,
     request_timeout: float = TimeoutOpt, tensor_parallel: int = TensorParallelOpt,
-    data_parallel: int = DataParallelOpt,
+    data_parallel: int = DataParallelOpt, render_workers: Optional[int] = RenderWorkersOpt,
     prompt: Optional[str] = PromptOpt, anchored_prompt: Optional[str] = AnchoredPromptOpt,
     system: Optional[str] = SystemOpt, no_system: bool = NoSystemOpt,
     loop_stop: bool = LoopStopOpt, loop_repeats: int = LoopRepeatsOpt, loop_tokens: int = LoopTokensOpt,
@@ -123,7 +124,8 @@ def ocr(
     from ..tasks.prompts import prompt_set, resolve_system
 
     with exit_on_error():
-        batch = BatchSettings(paths, output, include, exclude, force, retry_failed, wait, batch_size, batch_tiles)
+        batch = BatchSettings(paths, output, include, exclude, force, retry_failed, wait, batch_size, batch_tiles,
+                              render_workers=render_workers)
         fmt = fmt or ocr_format_for(output) or ("markdown" if output or count_docs(paths) == 1 else "jsonl")
         check_choice("--format", fmt, FORMATS)
         check_common(pages, max_new_tokens, frames)
@@ -153,7 +155,7 @@ def chart(
     awq_kernel: str = AwqKernelOpt,
     engine_name: str = EngineOpt, servers: list[str] = ServerOpt, concurrency: int = ConcurrencyOpt,
     request_timeout: float = TimeoutOpt, tensor_parallel: int = TensorParallelOpt,
-    data_parallel: int = DataParallelOpt,
+    data_parallel: int = DataParallelOpt, render_workers: Optional[int] = RenderWorkersOpt,
     prompt: Optional[str] = PromptOpt, system: Optional[str] = SystemOpt, no_system: bool = NoSystemOpt,
     loop_stop: bool = LoopStopOpt, loop_repeats: int = LoopRepeatsOpt, loop_tokens: int = LoopTokensOpt,
     loop_chars: int = LoopCharsOpt, loop_lines: int = LoopLinesOpt, loop_line_chars: int = LoopLineCharsOpt,
@@ -173,7 +175,8 @@ def chart(
     from ..tasks.prompts import prompt_set, resolve_system
 
     with exit_on_error():
-        batch = BatchSettings(paths, output, include, exclude, force, retry_failed, wait, batch_size, batch_tiles)
+        batch = BatchSettings(paths, output, include, exclude, force, retry_failed, wait, batch_size, batch_tiles,
+                              render_workers=render_workers)
         check_choice("--format", fmt, FORMATS)
         check_common(pages, max_new_tokens, frames)
         prompts = prompt_set("chart", prompt)
@@ -213,7 +216,7 @@ def extract(
     awq_kernel: str = AwqKernelOpt,
     engine_name: str = EngineOpt, servers: list[str] = ServerOpt, concurrency: int = ConcurrencyOpt,
     request_timeout: float = TimeoutOpt, tensor_parallel: int = TensorParallelOpt,
-    data_parallel: int = DataParallelOpt,
+    data_parallel: int = DataParallelOpt, render_workers: Optional[int] = RenderWorkersOpt,
     prompt: Optional[str] = PromptOpt, anchored_prompt: Optional[str] = AnchoredPromptOpt,
     system: Optional[str] = SystemOpt, no_system: bool = NoSystemOpt,
     loop_stop: bool = LoopStopOpt, loop_repeats: int = LoopRepeatsOpt, loop_tokens: int = LoopTokensOpt,

@@ -51,6 +51,7 @@ class Page:
     height: int
     kind: str  # "pdf" or "image"
     text_layer: str | None = None
+    password: str | None = field(default=None, repr=False)  # a PDF's, so a render worker can open it again
     repaired: bool = False  # MuPDF had to repair the file (or we rebuilt its page tree): pages may be missing
     error: InputFileError | None = None  # set when this page alone cannot be read; the others still can
     flags: list[Flag] = field(default_factory=list)  # what to check on this page (README lists them)
@@ -191,10 +192,24 @@ def _pdf_pages(path: Path, password: str | None, select) -> Iterator[Page]:
     if not indices:
         doc.close()
         raise InputFileError(f"--pages selects none of the document's {count} pages", path=path)
-    return _iter_pdf(doc, path, count, indices, slots)
+    return _iter_pdf(doc, path, count, indices, slots, password)
 
 
-def _iter_pdf(doc, path: Path, count: int, indices: list[int], slots: list | None) -> Iterator[Page]:
+def pdf_renderer(path: Path, password: str | None) -> Callable[[int, int, int], Image.Image]:
+    """`render(index, width, height)` of a PDF's pages opened again (a render worker's copy): the same page
+    tree (rebuilt the same way when broken) and the same rasteriser as the Pages `open_pages` yields."""
+    doc = _open_pdf(path, password)
+    slots = _repair_page_tree(doc)
+
+    def render(index: int, width: int, height: int) -> Image.Image:
+        slot = slots[index] if slots is not None else index
+        return _render_pdf_page(doc.load_page(slot), width, height)
+
+    return render
+
+
+def _iter_pdf(doc, path: Path, count: int, indices: list[int], slots: list | None,
+              password: str | None = None) -> Iterator[Page]:
     # The document is not closed here: yielded pages may still be rendered after the loop ends (a task that
     # groups pages into windows does). It is freed with its last page, by reference counting.
     for index in indices:
@@ -207,6 +222,7 @@ def _iter_pdf(doc, path: Path, count: int, indices: list[int], slots: list | Non
         try:
             page = _pdf_page(doc, path, count, index, slot)
             page.repaired = page.repaired or slots is not None
+            page.password = password
             yield page
         except _BrokenPage as exc:
             yield Page(doc_path=path, index=index, count=count, width=1, height=1, kind="pdf", error=exc.error,
