@@ -246,7 +246,8 @@ def extract(
     from ..tasks.prompts import prompt_set, resolve_system
 
     with exit_on_error():
-        batch = BatchSettings(paths, output, include, exclude, force, retry_failed, wait, batch_size, batch_tiles)
+        batch = BatchSettings(paths, output, include, exclude, force, retry_failed, wait, batch_size, batch_tiles,
+                              render_workers=render_workers)
         check_common(pages, max_new_tokens, frames)
         if votes < 1 or window_pages < 1 or window_tiles < 1:
             raise UsageError("--votes, --window-pages and --window-tiles must be at least 1")
