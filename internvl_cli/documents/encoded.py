@@ -13,7 +13,7 @@ import threading
 import weakref
 import zlib
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Executor, Future
 from typing import Protocol
 
 import numpy as np
@@ -119,18 +119,26 @@ class ByteBudget:
 
 
 class InProcessPngPreparer:
-    """Renders and encodes in the calling thread (`--render-workers 0` or 1); only the PNG is kept. The
-    thumbnail is not rendered: a server's own tiler makes it (README: same tiles on every engine)."""
+    """Renders in the calling thread (`--render-workers 0` or 1) and encodes in `encoder`'s threads: zlib and
+    numpy release the GIL, so a page's encoding overlaps the next one's rendering (as when the request threads
+    encoded). Only the PNG is kept. The thumbnail is not rendered: a server's own tiler makes it (README: same
+    tiles on every engine)."""
 
-    def __init__(self, budget: ByteBudget):
+    def __init__(self, budget: ByteBudget, encoder: Executor | None = None):
         self.budget = budget
+        self.encoder = encoder
 
     def prepare(self, page: Page, config: TilingConfig) -> TiledImage:
         future: Future = Future()
         try:
-            future.set_result(encode_png(np.asarray(grid_picture(page, config), dtype=np.uint8)))
+            pixels = np.asarray(grid_picture(page, config), dtype=np.uint8)
         except Exception as exc:  # kept for the unit: raised when it is settled, in the page's order
             future.set_exception(exc)
+        else:
+            if self.encoder is not None:
+                future = self.encoder.submit(encode_png, pixels)
+            else:
+                future.set_result(encode_png(pixels))
         return pending_image(page, config, EncodedPicture(future, self.budget.track))
 
 

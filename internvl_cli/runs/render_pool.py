@@ -13,7 +13,7 @@ import multiprocessing
 import os
 import signal
 from collections import OrderedDict
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +28,7 @@ from ..errors import InputFileError, InternVLError, PasswordError, UsageError
 # than `--concurrency` keeps in flight, and a fraction of the ~7 MB rasters each in-flight page used to hold.
 RENDER_BUDGET_BYTES = 256 * 2**20
 MAX_RENDER_WORKERS = 256
+ENCODE_THREADS = 2  # with 0 or 1 render workers: zlib runs beside MuPDF, on the other core
 _KEPT_OPEN = 4  # documents a worker keeps open (pages of one document arrive together)
 
 
@@ -66,12 +67,29 @@ class RenderPool:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-def start_preparer(workers: int, budget: ByteBudget) -> tuple[Preparer, RenderPool | None]:
-    """In-process for 0 or 1 workers, else a pool (returned too, to be closed)."""
+class EncodeThreads:
+    """The threads that encode pages rendered in the run's preparing thread (0 or 1 render workers)."""
+
+    def __init__(self, threads: int):
+        self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="png-encode")
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True, cancel_futures=True)
+
+
+def start_preparer(workers: int, budget: ByteBudget) -> tuple[Preparer, RenderPool | EncodeThreads]:
+    """In-process rendering (encoding in ENCODE_THREADS threads) for 0 or 1 workers, else a pool of worker
+    processes; the second item is to be closed when the run ends."""
     if workers <= 1:
-        return InProcessPngPreparer(budget), None
+        threads = EncodeThreads(ENCODE_THREADS)
+        return InProcessPngPreparer(budget, threads.executor), threads
     pool = RenderPool(workers, budget)
     return pool, pool
+
+
+def settle_depth(workers: int) -> int:
+    """Units a run keeps queued while their pictures are made, so every worker (or encoding thread) has work."""
+    return 4 * max(workers, ENCODE_THREADS)
 
 
 def _typed(future: Future, path: Path) -> Future:

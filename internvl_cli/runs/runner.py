@@ -15,7 +15,7 @@ from ..documents.tiling import TiledImage
 from ..engine.base import BatchLimits, Engine, GenerationRequest
 from ..errors import ExitCode, InternVLError
 from ..tasks.base import DocumentResult, Outcome, Task, Unit
-from .render_pool import RENDER_BUDGET_BYTES, RenderPool, check_render_workers, start_preparer
+from .render_pool import RENDER_BUDGET_BYTES, EncodeThreads, RenderPool, check_render_workers, settle_depth, start_preparer
 
 
 @dataclass
@@ -142,7 +142,7 @@ class Runner:
             if pool is not None:
                 pool.close()
 
-    def _start_rendering(self) -> RenderPool | None:
+    def _start_rendering(self) -> RenderPool | EncodeThreads | None:
         """For an engine that sends PNGs: pages rendered and encoded ahead (in worker processes when there are
         several), only the PNG kept; other engines keep the task's own rasters."""
         if not self.engine.takes_encoded_pictures():
@@ -151,11 +151,10 @@ class Runner:
         budget = ByteBudget(self.options.render_budget_bytes)
         preparer, pool = start_preparer(workers, budget)
         if not self.task.prepare_with(preparer):
-            if pool is not None:
-                pool.close()
+            pool.close()
             return None
         self._budget = budget
-        self._settle_depth = 4 * workers if pool is not None else 0
+        self._settle_depth = settle_depth(workers)
         return pool
 
     def _run(self, paths: Iterable[Path]) -> RunReport:
