@@ -42,6 +42,7 @@ from .options import (
     PathsArg,
     PromptOpt,
     RetryOpt,
+    RenderWorkersOpt,
     ServerOpt,
     SystemOpt,
     TensorParallelOpt,
@@ -107,7 +108,7 @@ def ocr(
     awq_kernel: str = AwqKernelOpt,
     engine_name: str = EngineOpt, servers: list[str] = ServerOpt, concurrency: int = ConcurrencyOpt,
     request_timeout: float = TimeoutOpt, api_key: Optional[str] = ApiKeyOpt, tensor_parallel: int = TensorParallelOpt,
-    data_parallel: int = DataParallelOpt,
+    data_parallel: int = DataParallelOpt, render_workers: Optional[int] = RenderWorkersOpt,
     prompt: Optional[str] = PromptOpt, anchored_prompt: Optional[str] = AnchoredPromptOpt,
     system: Optional[str] = SystemOpt, no_system: bool = NoSystemOpt,
     loop_stop: bool = LoopStopOpt, loop_repeats: int = LoopRepeatsOpt, loop_tokens: int = LoopTokensOpt,
@@ -126,7 +127,8 @@ def ocr(
     from ..tasks.prompts import prompt_set, resolve_system
 
     with exit_on_error():
-        batch = BatchSettings(paths, output, include, exclude, force, retry_failed, wait, batch_size, batch_tiles)
+        batch = BatchSettings(paths, output, include, exclude, force, retry_failed, wait, batch_size, batch_tiles,
+                              render_workers=render_workers)
         fmt = fmt or ocr_format_for(output) or ("markdown" if output or count_docs(paths) == 1 else "jsonl")
         check_choice("--format", fmt, FORMATS)
         check_common(pages, max_new_tokens, frames)
@@ -157,7 +159,7 @@ def chart(
     awq_kernel: str = AwqKernelOpt,
     engine_name: str = EngineOpt, servers: list[str] = ServerOpt, concurrency: int = ConcurrencyOpt,
     request_timeout: float = TimeoutOpt, api_key: Optional[str] = ApiKeyOpt, tensor_parallel: int = TensorParallelOpt,
-    data_parallel: int = DataParallelOpt,
+    data_parallel: int = DataParallelOpt, render_workers: Optional[int] = RenderWorkersOpt,
     prompt: Optional[str] = PromptOpt, system: Optional[str] = SystemOpt, no_system: bool = NoSystemOpt,
     loop_stop: bool = LoopStopOpt, loop_repeats: int = LoopRepeatsOpt, loop_tokens: int = LoopTokensOpt,
     loop_chars: int = LoopCharsOpt, loop_lines: int = LoopLinesOpt, loop_line_chars: int = LoopLineCharsOpt,
@@ -177,7 +179,8 @@ def chart(
     from ..tasks.prompts import prompt_set, resolve_system
 
     with exit_on_error():
-        batch = BatchSettings(paths, output, include, exclude, force, retry_failed, wait, batch_size, batch_tiles)
+        batch = BatchSettings(paths, output, include, exclude, force, retry_failed, wait, batch_size, batch_tiles,
+                              render_workers=render_workers)
         check_choice("--format", fmt, FORMATS)
         check_common(pages, max_new_tokens, frames)
         prompts = prompt_set("chart", prompt)
@@ -218,7 +221,7 @@ def extract(
     awq_kernel: str = AwqKernelOpt,
     engine_name: str = EngineOpt, servers: list[str] = ServerOpt, concurrency: int = ConcurrencyOpt,
     request_timeout: float = TimeoutOpt, api_key: Optional[str] = ApiKeyOpt, tensor_parallel: int = TensorParallelOpt,
-    data_parallel: int = DataParallelOpt,
+    data_parallel: int = DataParallelOpt, render_workers: Optional[int] = RenderWorkersOpt,
     prompt: Optional[str] = PromptOpt, anchored_prompt: Optional[str] = AnchoredPromptOpt,
     system: Optional[str] = SystemOpt, no_system: bool = NoSystemOpt,
     loop_stop: bool = LoopStopOpt, loop_repeats: int = LoopRepeatsOpt, loop_tokens: int = LoopTokensOpt,
@@ -248,7 +251,8 @@ def extract(
     from ..tasks.prompts import prompt_set, resolve_system
 
     with exit_on_error():
-        batch = BatchSettings(paths, output, include, exclude, force, retry_failed, wait, batch_size, batch_tiles)
+        batch = BatchSettings(paths, output, include, exclude, force, retry_failed, wait, batch_size, batch_tiles,
+                              render_workers=render_workers)
         check_common(pages, max_new_tokens, frames)
         if votes < 1 or window_pages < 1 or window_tiles < 1:
             raise UsageError("--votes, --window-pages and --window-tiles must be at least 1")

@@ -191,6 +191,11 @@ ApiKeyOpt = typer.Option(None, "--api-key", envvar=["INTERNVL_API_KEY", "OPENAI_
                          "auth instead. Never printed or recorded.")
 
 
+RenderWorkersOpt = typer.Option(None, "--render-workers", min=0, max=256, show_default="the CPU count",
+                                help="With --engine server: processes that render and encode pages (0 or 1: "
+                                     "in the run's own preparing thread).")
+
+
 TensorParallelOpt = typer.Option(1, "--tensor-parallel-size", min=1, help="With --engine vllm: GPUs one model is split "
                                  "over (models too large for one GPU).")
 

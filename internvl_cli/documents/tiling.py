@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -129,9 +130,11 @@ class TiledImage:
     """
 
     plan: TilePlan
-    grid: np.ndarray  # uint8 (rows*S, cols*S, 3)
+    grid: np.ndarray | None  # uint8 (rows*S, cols*S, 3); None when only its PNG is kept (`encoded`)
     thumbnail: np.ndarray | None  # uint8 (S, S, 3), when the plan has one
     config: TilingConfig
+    # for servers: the grid's PNG, encoded once (maybe in a render worker); then no raster is held
+    encoded: Any = None  # documents.encoded.EncodedPicture
 
     @property
     def tile_count(self) -> int:
@@ -141,7 +144,7 @@ class TiledImage:
         """Normalised float32 tiles (N, 3, S, S), thumbnail last, as InternVL's vision tower takes them."""
         size = self.config.tile_size
         crops = [
-            self.grid[row * size:(row + 1) * size, col * size:(col + 1) * size]
+            self._raster()[row * size:(row + 1) * size, col * size:(col + 1) * size]
             for row in range(self.plan.rows)
             for col in range(self.plan.cols)
         ]
@@ -151,7 +154,17 @@ class TiledImage:
 
     def grid_picture(self) -> Image.Image:
         """The page at the grid's pixel size, for engines that tile by themselves."""
-        return Image.fromarray(self.grid)
+        return Image.fromarray(self._raster())
+
+    def settle(self) -> None:
+        """Waits for a PNG prepared elsewhere; raises what preparing it raised."""
+        if self.encoded is not None:
+            self.encoded.result()
+
+    def _raster(self) -> np.ndarray:
+        if self.grid is None:
+            raise TypeError("this image was prepared for a server (only its PNG is kept)")
+        return self.grid
 
 
 def _tiled(grid_image: Image.Image, plan: TilePlan, config: TilingConfig,

@@ -173,6 +173,11 @@ class Engine(Protocol):
         By default the fixed 8 pages and 64 tiles (engines that batch continuously ignore them)."""
         return CPU_BATCH
 
+    def takes_encoded_pictures(self) -> bool:
+        """Whether the engine sends pages as PNGs (a server client): then a run renders and encodes them ahead,
+        in worker processes, and keeps only the PNG. By default no: it takes rasters (or tiles)."""
+        return False
+
     def render_prompt(self, request: GenerationRequest) -> tuple[str, int]:
         """Exactly what the model would be fed for `request` (image tokens expanded) and its length in tokens.
         By default refused: only an engine that tokenizes here can say."""

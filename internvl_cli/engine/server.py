@@ -1,7 +1,8 @@
 """Step 3g, the client of OpenAI-compatible servers (`vllm serve`, LMDeploy, SGLang): many requests in flight,
 spread over one or more servers, retried with backoff; the same pages, tiles and flags as in-process engines.
 
-Each page goes as a PNG data URL at the grid's pixel size (lossless, so the server's tiler sees our pixels)
+Each page goes as a PNG data URL at the grid's pixel size (lossless, so the server's tiler sees our pixels;
+encoded once, by the run's render workers when it has them)
 with our tile budget in `mm_processor_kwargs`, constraints in `structured_outputs` and loop/wrap-up settings
 as vLLM's extra fields (other servers ignore what they do not know). Connection errors, timeouts, 429 and 5xx
 are retried on the least busy live server; a server that fails is rested (its `Retry-After` honoured), and
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import http.client
-import io
 import json
 import logging
 import math
@@ -33,7 +33,7 @@ from ..flags import Flag
 from .base import BatchLimits, Engine, GenerationRequest, GenerationResult, Outcome, RequestSource, Tag
 from .batching import generate_in_order
 from ..models.info import CheckpointInfo
-from .vllm_requests import extra_args, finish_answer, pictures, sampling_fields, structured_outputs, tile_budget
+from .vllm_requests import encoded_pictures, extra_args, finish_answer, sampling_fields, structured_outputs, tile_budget
 
 _log = logging.getLogger("internvl_cli.engine")
 
@@ -168,6 +168,9 @@ class ServerEngine(Engine):
     def window(self, limits: BatchLimits) -> int:
         return 2 * self.concurrency
 
+    def takes_encoded_pictures(self) -> bool:
+        return True
+
     def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
         return generate_in_order(self.stream, requests)
 
@@ -279,7 +282,7 @@ class ServerEngine(Engine):
     def request_body(self, request: GenerationRequest) -> dict:
         """The OpenAI chat-completions body for one request (vLLM's extra fields included)."""
         content: list[dict] = [{"type": "image_url", "image_url": {"url": _data_url(picture)}}
-                               for picture in pictures(request)]
+                               for picture in encoded_pictures(request)]
         content.append({"type": "text", "text": request.text})
         messages = [{"role": "user", "content": content}]
         if request.system:  # None or "": the server's chat template decides (see README: engines and prompts)
@@ -673,10 +676,9 @@ def _int(value: object) -> int:
     return value if isinstance(value, int) else 0
 
 
-def _data_url(picture) -> str:
-    buffer = io.BytesIO()
-    picture.save(buffer, format="PNG", compress_level=1)  # lossless: the server's tiler sees our pixels
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+def _data_url(png: bytes) -> str:
+    """Lossless (the server's tiler sees our pixels); see documents/encoded.py for the encoder's choice."""
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
 def _error_text(payload: bytes) -> str:

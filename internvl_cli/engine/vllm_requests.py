@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 
 from ..flags import Flag
+from ..documents.encoded import encode_png
 from ..documents.tiling import TiledImage
 from ..decoding.constraints import Constraint
 from .base import FinishReason, GenerationRequest, Sampling
@@ -21,6 +22,15 @@ def pictures(request: GenerationRequest) -> list:
         raise TypeError("vLLM engines take pages prepared by documents.tiling.prepare_page (TiledImage), "
                         "not tile arrays")
     return [image.grid_picture() for image in request.images]
+
+
+def encoded_pictures(request: GenerationRequest) -> list[bytes]:
+    """The request's images as lossless PNGs of their grids (encoded ahead by the run's render workers, or now):
+    decoded, they are the very pixels `pictures` gives."""
+    if not all(isinstance(image, TiledImage) for image in request.images):
+        raise TypeError("servers take pages prepared by documents.tiling.prepare_page (TiledImage), not tile arrays")
+    return [image.encoded.result() if image.encoded is not None else encode_png(image.grid)
+            for image in request.images]
 
 
 def tile_budget(request: GenerationRequest) -> dict:

@@ -37,6 +37,7 @@ class BatchSettings:
     wait: bool = False
     batch_size: int | None = None  # None: the engine's default for its device (free GPU memory), else 8
     batch_tiles: int | None = None  # None: likewise, else 64
+    render_workers: int | None = None  # servers: processes rendering and encoding pages (None: the CPU count)
 
     def __post_init__(self) -> None:
         if self.output is not None:
@@ -152,7 +153,8 @@ def _run_options(settings: BatchSettings, engine: Engine | None, budget: UnitBud
         tiles = limits.tiles if tiles is None else tiles
     pages = 8 if pages is None else pages
     tiles = 64 if tiles is None else tiles
-    return RunOptions(batch_size=pages, max_batch_tiles=tiles)  # rendering runs one engine window ahead
+    return RunOptions(batch_size=pages, max_batch_tiles=tiles,  # rendering runs one engine window ahead
+                      render_workers=settings.render_workers)
 
 
 def _check_documents(task: Task, docs: list, sink: _ReportingSink) -> tuple[list, list[DocumentFailure]]:

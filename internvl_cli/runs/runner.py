@@ -10,9 +10,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..documents.encoded import ByteBudget, RenderFailed
+from ..documents.tiling import TiledImage
 from ..engine.base import BatchLimits, Engine, GenerationRequest
 from ..errors import ExitCode, InternVLError, ServerError
 from ..tasks.base import DocumentResult, Outcome, Task, Unit
+from .render_pool import RENDER_BUDGET_BYTES, EncodeThreads, RenderPool, check_render_workers, settle_depth, start_preparer
 
 
 @dataclass
@@ -27,6 +30,10 @@ class RunOptions:
     batch_size: int = 8
     max_batch_tiles: int = 64
     lookahead: int | None = None  # units rendered ahead; None: the engine's window
+    # for engines that take encoded pictures (servers): worker processes rendering and encoding pages
+    # (None: the CPU count; 0 or 1: the preparing thread does it) and the encoded bytes a run may hold
+    render_workers: int | None = None
+    render_budget_bytes: int = RENDER_BUDGET_BYTES
 
     @property
     def limits(self) -> BatchLimits:
@@ -125,8 +132,33 @@ class Runner:
         self.report = RunReport()
         self._docs: list[_Doc] = []
         self._next_emit = 0
+        self._budget: ByteBudget | None = None
+        self._settle_depth = 0  # units whose pictures are being made elsewhere while later ones are queued
 
     def run(self, paths: Iterable[Path]) -> RunReport:
+        pool = self._start_rendering()
+        try:
+            return self._run(paths)
+        finally:
+            if pool is not None:
+                pool.close()
+
+    def _start_rendering(self) -> RenderPool | EncodeThreads | None:
+        """For an engine that sends PNGs: pages rendered and encoded ahead (in worker processes when there are
+        several), only the PNG kept; other engines keep the task's own rasters."""
+        if not self.engine.takes_encoded_pictures():
+            return None
+        workers = check_render_workers(self.options.render_workers)
+        budget = ByteBudget(self.options.render_budget_bytes)
+        preparer, pool = start_preparer(workers, budget)
+        if not self.task.prepare_with(preparer):
+            pool.close()
+            return None
+        self._budget = budget
+        self._settle_depth = settle_depth(workers)
+        return pool
+
+    def _run(self, paths: Iterable[Path]) -> RunReport:
         started = time.perf_counter()
         self.engine.stop_on(self.stop)  # a stop request ends generation mid-batch, not after it
         ahead = self.options.lookahead or self.engine.window(self.options.limits)
@@ -151,25 +183,51 @@ class Runner:
     # ------------------------------------------------------------ producer thread
 
     def _produce(self, paths: list[Path], feed: queue.Queue) -> None:
+        """Feeds prepared items in order. Units whose pictures render elsewhere wait in `pending` (up to the
+        settle depth) while later pages are submitted, so the workers stay busy; each is settled, in order,
+        before the engine sees it, and its failures are the ones preparing it here would have had."""
+        pending: deque = deque()
+        failed: set[int] = set()  # documents that failed while settling: their later items are dropped
+        for item in self._items(paths):
+            pending.append(item)
+            while pending and (len(pending) > self._settle_depth or _ready(pending[0])):
+                self._settle_and_put(pending.popleft(), paths, failed, feed)
+            if self._budget is not None:
+                self._budget.wait_for_room(self.stop)
+        while pending and not self.stop.is_set():
+            self._settle_and_put(pending.popleft(), paths, failed, feed)
+        self._put(feed, (_END, None, None))
+
+    def _items(self, paths: list[Path]):
+        """("start" | "unit" | "end" | "error", document index, payload) for every document, in order."""
         for index, path in enumerate(paths):
             if self.stop.is_set():
                 break
-            self._put(feed, ("start", index, path))
+            yield "start", index, path
             try:
                 count = 0
                 for unit in self.task.units(path):
                     if self.stop.is_set():
                         break
-                    self._put(feed, ("unit", index, unit))
+                    yield "unit", index, unit
                     count += 1
-                self._put(feed, ("end", index, count))
+                yield "end", index, count
             except InternVLError as exc:
-                self._put(feed, ("error", index, exc))
+                yield "error", index, exc
             except Exception as exc:  # a bug or an unforeseen library error: fail this document, keep going
-                error = InternVLError(f"unexpected error while reading ({type(exc).__name__}: {exc})", path=path)
-                error.__cause__ = exc
-                self._put(feed, ("error", index, error))
-        self._put(feed, (_END, None, None))
+                yield "error", index, _unexpected(exc, path)
+
+    def _settle_and_put(self, item, paths: list[Path], failed: set[int], feed: queue.Queue) -> None:
+        kind, index, payload = item
+        if index in failed:
+            return
+        if kind == "unit":
+            try:
+                payload.settle()  # a typed failure fails the unit alone, as `Task.units` would have made it
+            except Exception as exc:  # as if it had been raised while reading the document here
+                failed.add(index)
+                item = ("error", index, _unexpected(exc, paths[index]))
+        self._put(feed, item)
 
     def _put(self, feed: queue.Queue, item) -> None:
         while not self.stop.is_set():
@@ -279,6 +337,22 @@ class Runner:
         self.sink.fail(path, error)
         self.report.failures.append(DocumentFailure(path, error))
         self.progress.document_finished(path, ok=False, pages=pages)
+
+
+def _ready(item) -> bool:
+    """Whether a feed item can go now: anything but a unit whose pictures are still being made."""
+    kind, _, payload = item
+    if kind != "unit" or payload.request is None:
+        return True
+    return all(image.encoded is None or image.encoded.done() for image in payload.request.images
+               if isinstance(image, TiledImage))
+
+
+def _unexpected(exc: Exception, path: Path | None) -> InternVLError:
+    kind = exc.kind if isinstance(exc, RenderFailed) else type(exc).__name__
+    error = InternVLError(f"unexpected error while reading ({kind}: {exc})", path=path)
+    error.__cause__ = exc
+    return error
 
 
 class _FeedSource:

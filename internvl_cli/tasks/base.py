@@ -12,9 +12,10 @@ from typing import Any, Protocol
 from ..engine.base import DEFAULT_MAX_NEW_TOKENS, GenerationRequest, GenerationResult
 from ..errors import InternVLError
 from ..flags import Flag
+from ..documents.encoded import Preparer
 from ..documents.kept import KeptDocuments
 from ..documents.pages import Page, count_pages, open_pages
-from ..documents.tiling import TilePlan
+from ..documents.tiling import TiledImage, TilePlan
 
 
 @dataclass
@@ -54,6 +55,19 @@ class Unit:
     def attempts(self) -> int:
         """Retries already made."""
         return len(self.earlier)
+
+    def settle(self) -> None:
+        """Waits for images prepared elsewhere (render workers). One whose page failed to prepare with a typed
+        error fails the unit, as preparing it here would have; any other error is raised, as it would have been."""
+        if self.request is None:
+            return
+        try:
+            for image in self.request.images:
+                if isinstance(image, TiledImage):
+                    image.settle()
+        except InternVLError as exc:
+            self.request, self.plans, self.error = None, [], exc
+            self.context = UnitContext(page_count=self.context.page_count, page_flags=self.context.page_flags)
 
     def try_again(self, result: GenerationResult, request: GenerationRequest) -> None:
         """Keeps `result` beside the unit (the task chooses among its attempts) and asks `request` next."""
@@ -104,6 +118,11 @@ class Task(Protocol):
         ...
 
     # ---------------------------------------------------------------- optional abilities, with defaults
+
+    def prepare_with(self, preparer: Preparer) -> bool:
+        """Makes the task's images with `preparer` (a run's render workers, for servers); False when the task
+        keeps its own way (then its images are encoded when sent). By default it keeps its own."""
+        return False
 
     def check(self, path: Path) -> None:
         """Opens the document as `units` will, without tiling, and raises InternVLError if it cannot be read (runs

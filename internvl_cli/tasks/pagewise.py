@@ -10,7 +10,8 @@ from ..decoding.constraints import Constraint
 from ..engine.base import GenerationRequest, Sampling
 from ..errors import InternVLError
 from ..documents.pages import Page
-from ..documents.tiling import TilingConfig, prepare_page
+from ..documents.encoded import Preparer, RasterPreparer
+from ..documents.tiling import TilingConfig
 from .base import DocumentResult, DocumentTask, Outcome, Unit, UnitContext, clean_text, failure_exceeds
 
 
@@ -35,6 +36,11 @@ class PageTask(DocumentTask):
     def __init__(self, options: PageOptions, model_id: str):
         super().__init__(options)
         self.model_id = model_id
+        self.preparer: Preparer = RasterPreparer()
+
+    def prepare_with(self, preparer: Preparer) -> bool:
+        self.preparer = preparer
+        return True
 
     # subclass hooks ----------------------------------------------------------
     def prompt_for(self, page: Page) -> tuple[str, str]:
@@ -78,7 +84,7 @@ class PageTask(DocumentTask):
         if page.error is not None:
             return Unit(key=key, request=None, pages=[page.number], context=unreadable, error=page.error)
         try:
-            image = prepare_page(page, self.options.tiling)
+            image = self.preparer.prepare(page, self.options.tiling)
         except InternVLError as exc:
             return Unit(key=key, request=None, pages=[page.number], context=unreadable, error=exc)
         text, source = self.prompt_for(page)
