@@ -26,6 +26,8 @@ class UnitContext:
     repaired: bool = False  # MuPDF repaired the file (or its page tree was rebuilt)
     page_flags: list[Flag] = field(default_factory=list)  # the pages' own: truncated-image, broken-page, ...
     window: int | None = None  # extract: the first page of the window this unit asks about
+    page_size: tuple[float, float] | None = None  # ocr lines: the page in its own units (points or pixels)
+    layer_lines: list | None = None  # ocr lines: the PDF's own lines (TextLine) when they give the boxes
 
 
 @dataclass
@@ -40,6 +42,11 @@ class Unit:
     error: InternVLError | None = None
     # the answers of earlier attempts, first first, when the task asked for another try (`Task.retry_request`)
     earlier: list[GenerationResult] = field(default_factory=list)
+    # the answers to the follow-up questions the task asked after this unit's answer (`Task.follow_ups`), in the
+    # order asked; None where a follow-up failed
+    follow_ups: list[GenerationResult | None] = field(default_factory=list)
+    parent: Unit | None = None  # on a follow-up: the unit it asks about (its answer goes to parent.follow_ups)
+    slot: int = 0  # on a follow-up: its place in parent.follow_ups
 
     @property
     def attempts(self) -> int:
@@ -104,6 +111,11 @@ class Task(Protocol):
         """The request for another try of a unit after `result` (e.g. a page that looped), or None to keep the
         result. By default never."""
         return None
+
+    def follow_ups(self, unit: Unit, result: GenerationResult) -> list[GenerationRequest]:
+        """Further questions about a unit's page once its (final) answer is in, e.g. where each transcribed line
+        sits; the unit is finished when all are answered, their answers in `unit.follow_ups`. By default none."""
+        return []
 
 
 class DocumentTask(Task):
