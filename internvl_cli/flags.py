@@ -21,6 +21,9 @@ class Flag(str, Enum):
     RAGGED_ROWS_DROPPED = "ragged-rows-dropped"  # chart: a row cut off mid-way was dropped
     WINDOWS_DROPPED = "windows-dropped"  # extract: a window's answer could not be merged into a valid record
     VOTED = "voted"  # extract: the record is the field-wise majority of several sampled answers
+    BOX_REPAIRED = "box-repaired"  # ocr lines: a box with swapped corners or reaching off the page: ordered, clipped
+    BOX_DROPPED = "box-dropped"  # ocr lines: a box missing, malformed, empty, off-page, overlapping or out of order
+    BOXES_CAPPED = "boxes-capped"  # ocr lines: more lines than are grounded per page; the rest have no box
     # set by documents, on a page
     REPAIRED_PDF = "repaired-pdf"  # MuPDF repaired the file, or its page tree was rebuilt
     OVERSIZED_PAGE = "oversized-page"  # a PDF page over 200 inches

@@ -92,9 +92,16 @@ def run_batch(task, engine, batch: BatchSettings, fmt: str, suffix: str) -> None
 
 def ocr(
     paths: list[str] = PathsArg,
-    fmt: Optional[str] = typer.Option(None, "--format", "-f", help="markdown, text (pages split by form feeds) or "
-                                      "jsonl (one record per page). Default: markdown for one document or "
-                                      "with -o, jsonl for several on stdout."),
+    fmt: Optional[str] = typer.Option(None, "--format", "-f", help="markdown, text (pages split by form feeds), "
+                                      "jsonl (one record per page), pdf (the document with an invisible text layer "
+                                      "at its lines; needs -o) or hocr. Default: markdown for one document or "
+                                      "with -o, jsonl for several on stdout; -o x.pdf / x.hocr pick pdf / hocr."),
+    lines: bool = typer.Option(False, "--lines", help="Give each page's lines with their boxes in page "
+                               "coordinates (jsonl `lines`): each transcribed line is located by a grounding "
+                               "question, or taken from a PDF's own text layer. Implied by --format pdf|hocr."),
+    redo_ocr: bool = typer.Option(False, "--redo-ocr", help="With lines: a PDF page whose text is all invisible (an "
+                                  "earlier OCR layer) is located anew, and in --format pdf its old layer is "
+                                  "replaced by ours. Pages with visible text are always left as they are."),
     text_layer: bool = typer.Option(True, "--text-layer/--no-text-layer",
                                     help="Give a PDF page's own text layer to the model as an anchor when it has "
                                          "a usable one (the output says which path was taken)."),
@@ -123,7 +130,7 @@ def ocr(
       internvl ocr report.pdf --pages 1-3 --max-tiles 6
       internvl ocr inbox/ -o out/        # cron: reruns skip what is done
     """
-    from ..tasks.ocr import FORMATS, OcrTask
+    from ..tasks.ocr import FORMATS, PLACED_FORMATS, OcrTask
     from ..tasks.prompts import prompt_set, resolve_system
 
     with exit_on_error():
@@ -131,6 +138,8 @@ def ocr(
                               render_workers=render_workers)
         fmt = fmt or ocr_format_for(output) or ("markdown" if output or count_docs(paths) == 1 else "jsonl")
         check_choice("--format", fmt, FORMATS)
+        if fmt == "pdf" and output is None:
+            raise UsageError("--format pdf writes files: give -o FILE.pdf (one document) or -o DIR")
         check_common(pages, max_new_tokens, frames)
         prompts = prompt_set("ocr", prompt, anchored_prompt)  # a bad prompt fails before the model loads
         loop = loop_rule(loop_stop, loop_repeats, loop_tokens, loop_chars, loop_lines, loop_line_chars)
@@ -140,9 +149,10 @@ def ocr(
             awq_kernel)
         options = page_options(engine, pages, password, min_tiles, max_tiles, max_new_tokens, frames, loop,
                                system_text)
-        suffix = {"markdown": ".md", "text": ".txt", "jsonl": ".jsonl"}[fmt]
-        run_batch(OcrTask(options, engine.model_id, use_text_layer=text_layer, prompts=prompts), engine, batch,
-                  fmt, suffix)
+        suffix = {"markdown": ".md", "text": ".txt", "jsonl": ".jsonl", "pdf": ".pdf", "hocr": ".hocr"}[fmt]
+        task = OcrTask(options, engine.model_id, use_text_layer=text_layer, prompts=prompts,
+                       lines=lines or redo_ocr or fmt in PLACED_FORMATS, redo_ocr=redo_ocr)
+        run_batch(task, engine, batch, fmt, suffix)
 
 
 def chart(

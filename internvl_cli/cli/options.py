@@ -227,7 +227,8 @@ def ocr_format_for(output: Optional[Path]) -> Optional[str]:
 
     if output is None or not names_a_file(output):
         return None
-    return {".md": "markdown", ".markdown": "markdown", ".txt": "text", ".jsonl": "jsonl"}.get(output.suffix.lower())
+    return {".md": "markdown", ".markdown": "markdown", ".txt": "text", ".jsonl": "jsonl", ".pdf": "pdf",
+            ".hocr": "hocr"}.get(output.suffix.lower())
 
 
 def count_docs(paths: list[str]) -> int:

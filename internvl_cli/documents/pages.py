@@ -40,6 +40,14 @@ FRAMES_CHOICES = ("all", "first")
 MIN_TEXT_LAYER_CHARS = 20
 
 
+@dataclass(frozen=True)
+class TextLine:
+    """One line of a page's text with its box `(x1, y1, x2, y2)` in page coordinates (origin top left)."""
+
+    text: str
+    box: tuple[float, float, float, float]
+
+
 @dataclass
 class Page:
     """One page of a document: its nominal pixel size, an optional text layer, and a renderer."""
@@ -57,6 +65,10 @@ class Page:
     flags: list[Flag] = field(default_factory=list)  # what to check on this page (README lists them)
     _render: Callable[[int, int], Image.Image] = field(repr=False, default=None)  # type: ignore[assignment]
     _native: Callable[[], Image.Image] | None = field(repr=False, default=None)
+    # the page in its own coordinates: PDF points for PDF pages (after /Rotate), pixels for images
+    size: tuple[float, float] | None = None
+    _text_lines: Callable[[], list[TextLine]] | None = field(repr=False, default=None)
+    _hidden_text: Callable[[], bool] | None = field(repr=False, default=None)
 
     @property
     def number(self) -> int:
@@ -70,6 +82,22 @@ class Page:
     def render(self, width: int, height: int) -> Image.Image:
         """The page as an RGB image of exactly width x height pixels."""
         return self._render(width, height)
+
+    @property
+    def page_size(self) -> tuple[float, float]:
+        """Width and height in the page's own coordinates (the unit of line boxes), origin top left."""
+        return self.size if self.size is not None else (float(self.width), float(self.height))
+
+    def text_lines(self) -> list[TextLine]:
+        """The lines of a PDF page's own text layer with their boxes (PyMuPDF), in its reading order; none for
+        images or pages without a usable text layer."""
+        if self._text_lines is None or self.text_layer is None:
+            return []
+        return self._text_lines()
+
+    def text_is_hidden(self) -> bool:
+        """Whether all of a PDF page's text is invisible (render mode 3: an earlier OCR layer under a scan)."""
+        return self.text_layer is not None and self._hidden_text is not None and self._hidden_text()
 
     def native_image(self) -> Image.Image:
         """The page at its nominal resolution (images: the decoded, upright RGB image)."""
@@ -167,6 +195,11 @@ def count_pages(path: Path, *, password: str | None = None, pages: str | None = 
 
 
 # ---------------------------------------------------------------- PDF
+
+
+def open_pdf_document(path: Path, password: str | None = None):
+    """The PDF as a PyMuPDF document, authenticated as `open_pages` does (for writers that keep its pages)."""
+    return _open_pdf(Path(path), password)
 
 
 def _open_pdf(path: Path, password: str | None):
@@ -293,8 +326,31 @@ def _pdf_page(doc, path: Path, count: int, index: int, load_index: int) -> Page:
     return Page(
         doc_path=path, index=index, count=count, width=width, height=height, kind="pdf",
         text_layer=_usable_text(text), repaired=bool(doc.is_repaired), flags=flags, _render=render,
-        _native=native,
+        _native=native, size=(float(rect.width), float(rect.height)), _text_lines=lambda: _pdf_text_lines(page),
+        _hidden_text=lambda: hidden_text_only(page),
     )
+
+
+def hidden_text_only(page) -> bool:
+    """True when the page has text and every span of it is drawn invisibly (render mode 3)."""
+    spans = page.get_texttrace()
+    return bool(spans) and all(span.get("type") == 3 for span in spans)
+
+
+def _pdf_text_lines(page) -> list[TextLine]:
+    """PyMuPDF's lines of the page's text layer, boxes in the rotated page's points (as the page is shown)."""
+    lines = []
+    to_shown = page.rotation_matrix
+    for block in page.get_text("dict", sort=False).get("blocks", []):
+        for line in block.get("lines", []):
+            text = " ".join("".join(span.get("text", "") for span in line.get("spans", [])).split())
+            if not text:
+                continue
+            from .mupdf import import_pymupdf
+
+            rect = import_pymupdf().Rect(line["bbox"]) * to_shown
+            lines.append(TextLine(text, (round(rect.x0, 2), round(rect.y0, 2), round(rect.x1, 2), round(rect.y1, 2))))
+    return lines
 
 
 def _check_embedded_images(doc, page, index: int, path: Path) -> None:
@@ -600,7 +656,7 @@ def _frame_page(image: Image.Image, path: Path, count: int, index: int) -> Page:
 
     return Page(
         doc_path=path, index=index, count=count, width=rgb.width, height=rgb.height, kind="image",
-        flags=flags, _render=render, _native=lambda: rgb,
+        flags=flags, _render=render, _native=lambda: rgb, size=(float(rgb.width), float(rgb.height)),
     )
 
 

@@ -34,7 +34,7 @@ _TEMP_RE = re.compile(r"\..+\.tmp-[0-9a-f]{8}", re.DOTALL)
 _UNSAFE_CHARS = re.compile("[\x00-\x1f\x7f\\\\\ud800-\udfff]")
 _HASH_LEN = 10
 # `-o NAME` with one of these endings names one output file (for a single document), not a directory.
-FILE_SUFFIXES = (".md", ".markdown", ".txt", ".jsonl", ".json", ".csv")
+FILE_SUFFIXES = (".md", ".markdown", ".txt", ".jsonl", ".json", ".csv", ".pdf", ".hocr")
 _OUTPUT_HINT = "-o takes a directory, or for a single document a file ending in " + ", ".join(FILE_SUFFIXES)
 
 

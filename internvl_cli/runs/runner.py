@@ -109,6 +109,7 @@ class _Doc:
     expected: int | None = None
     error: InternVLError | None = None
     pages_seen: set[int] = field(default_factory=set)  # pages already counted (votes ask about a page N times)
+    waiting: dict[int, list] = field(default_factory=dict)  # unit key -> [its answer, follow-ups still out]
 
     @property
     def complete(self) -> bool:
@@ -252,7 +253,10 @@ class Runner:
             stream.close()
 
     def _handle(self, source: _FeedSource, index: int, unit: Unit, outcome) -> None:
-        """One finished request: recorded (or sent back once for a retry), progress, documents emitted."""
+        """One finished request: recorded (or sent back once for a retry, or followed by the task's follow-up
+        questions), progress, documents emitted."""
+        if unit.parent is not None:
+            return self._follow_up_answered(index, unit, outcome)
         if isinstance(outcome, InternVLError):  # out of memory, a server that kept failing: this unit fails
             self._record(index, Outcome(unit, None, outcome))
             return
@@ -260,10 +264,33 @@ class Runner:
         if again is not None:
             source.retry(index, again)
             return
+        asks = self.task.follow_ups(unit, outcome)
+        if asks:
+            self._docs[index].waiting[unit.key] = [outcome, len(asks)]
+            unit.follow_ups = [None] * len(asks)
+            for slot, request in enumerate(asks):  # fed before new pages, so a page finishes soon after its answer
+                source.retry(index, Unit(key=unit.key, request=request, pages=unit.pages, parent=unit, slot=slot))
+            unit.request = None
+            return
+        self._unit_done(index, unit, outcome)
+
+    def _unit_done(self, index: int, unit: Unit, result) -> None:
         unit.request = None  # the tiles are no longer needed: keep memory bounded
-        self._record(index, Outcome(unit, outcome, None), emit=False)
+        self._record(index, Outcome(unit, result, None), emit=False)
         self.progress.pages_done(self._new_pages([(index, unit)]))
         self._emit_ready()
+
+    def _follow_up_answered(self, index: int, follow_up: Unit, outcome) -> None:
+        """A follow-up's answer goes to its unit (None when it failed: the task treats it as unanswered); the unit
+        is done with its last one."""
+        parent = follow_up.parent
+        parent.follow_ups[follow_up.slot] = None if isinstance(outcome, InternVLError) else outcome
+        follow_up.request = None
+        waiting = self._docs[index].waiting[parent.key]
+        waiting[1] -= 1
+        if waiting[1] == 0:
+            del self._docs[index].waiting[parent.key]
+            self._unit_done(index, parent, waiting[0])
 
     def _unreadable(self, index: int, unit: Unit) -> None:
         """A unit that could not be prepared (its page is broken, its tiles failed): recorded as failed."""

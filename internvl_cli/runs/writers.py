@@ -10,7 +10,7 @@ from typing import TextIO
 from ..errors import InternVLError, OutputError
 from ..documents.inputs import InputDoc
 from .ledger import Ledger, content_hash, new_run_id, task_hash
-from .outputs import atomic_write_text, output_path
+from .outputs import atomic_write_bytes, atomic_write_text, output_path
 from ..tasks.base import DocumentResult
 
 
@@ -42,10 +42,13 @@ class FileSink:
         pass
 
 
-def _write(target: Path, text: str) -> None:
+def _write(target: Path, text: str | bytes) -> None:
     """An atomic write whose failure (disk full, folder removed) stops the run with the output's own error."""
     try:
-        atomic_write_text(target, text)
+        if isinstance(text, bytes):  # a searchable PDF
+            atomic_write_bytes(target, text)
+        else:
+            atomic_write_text(target, text)
     except OSError as exc:
         raise OutputError(f"cannot write the output ({exc.strerror or exc})", path=target) from None
 

@@ -27,6 +27,8 @@ class UnitContext:
     repaired: bool = False  # MuPDF repaired the file (or its page tree was rebuilt)
     page_flags: list[Flag] = field(default_factory=list)  # the pages' own: truncated-image, broken-page, ...
     window: int | None = None  # extract: the first page of the window this unit asks about
+    page_size: tuple[float, float] | None = None  # ocr lines: the page in its own units (points or pixels)
+    layer_lines: list | None = None  # ocr lines: the PDF's own lines (TextLine) when they give the boxes
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,11 @@ class Unit:
     error: InternVLError | None = None
     # the answers of earlier attempts, first first, when the task asked for another try (`Task.retry_request`)
     earlier: list[GenerationResult] = field(default_factory=list)
+    # the answers to the follow-up questions the task asked after this unit's answer (`Task.follow_ups`), in the
+    # order asked; None where a follow-up failed
+    follow_ups: list[GenerationResult | None] = field(default_factory=list)
+    parent: Unit | None = None  # on a follow-up: the unit it asks about (its answer goes to parent.follow_ups)
+    slot: int = 0  # on a follow-up: its place in parent.follow_ups
 
     @property
     def attempts(self) -> int:
@@ -141,6 +148,11 @@ class Task(Protocol):
         """How many pages the run will make of `path`, counted cheaply before anything loads (`--engine auto`
         weighs them); None when unknown. By default unknown."""
         return None
+
+    def follow_ups(self, unit: Unit, result: GenerationResult) -> list[GenerationRequest]:
+        """Further questions about a unit's page once its (final) answer is in, e.g. where each transcribed line
+        sits; the unit is finished when all are answered, their answers in `unit.follow_ups`. By default none."""
+        return []
 
 
 class DocumentTask(Task):

@@ -2,28 +2,73 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from ..documents.pages import Page
-from .base import DocumentResult, json_line
-from .pagewise import PageOptions, PageTask
-from .prompts import PromptSet, prompt_set
+from ..engine.base import GenerationRequest, GenerationResult
+from .base import DocumentResult, Outcome, Unit, clean_text, json_line
+from .lines import grounding_requests, place_lines, transcript_lines
+from .pagewise import PageOptions, PageTask, better_attempt
+from .prompts import PromptSet, prompt_set, shipped_prompt
 
 # A text layer longer than this is cut: it only anchors characters and must not crowd out the image tokens.
 MAX_ANCHOR_CHARS = 4000
-FORMATS = ("markdown", "text", "jsonl")
+FORMATS = ("markdown", "text", "jsonl", "pdf", "hocr")
+# Formats that place text on the page, and so need every line's box.
+PLACED_FORMATS = ("pdf", "hocr")
 
 
 class OcrTask(PageTask):
     name = "ocr"
 
     def __init__(self, options: PageOptions, model_id: str, use_text_layer: bool = True,
-                 prompts: PromptSet | None = None):
+                 prompts: PromptSet | None = None, lines: bool = False, redo_ocr: bool = False):
         super().__init__(options, model_id)
         self.use_text_layer = use_text_layer
         self.prompts = prompts or prompt_set("ocr")
+        self.lines = lines  # records carry `lines` with boxes (and `page_size`)
+        self.redo_ocr = redo_ocr  # pages whose text is all invisible (an earlier OCR layer) are grounded anew
+        self.grounding = shipped_prompt("ground")
 
     def settings(self) -> dict:
-        return {**self.prompts.fingerprint(), "text_layer": self.use_text_layer}
+        lines = {"lines": True, "grounding": self.grounding.text, "redo_ocr": self.redo_ocr} if self.lines else {}
+        return {**self.prompts.fingerprint(), "text_layer": self.use_text_layer, **lines}
+
+    def _unit(self, key: int, page: Page) -> Unit:
+        unit = super()._unit(key, page)
+        if self.lines and unit.error is None:
+            unit.context.page_size = page.page_size
+            if page.text_layer and not (self.redo_ocr and page.text_is_hidden()):
+                unit.context.layer_lines = page.text_lines()  # the PDF's own positions: no question needed
+        return unit
+
+    def follow_ups(self, unit: Unit, result: GenerationResult) -> list[GenerationRequest]:
+        """With lines: one grounding question per transcribed line, unless the PDF's text layer gives them."""
+        if not self.lines or unit.context.layer_lines is not None or unit.request is None:
+            return []
+        kept = better_attempt(unit.earlier[0], result) if unit.earlier else result  # what the record will keep
+        texts = transcript_lines(strip_fences(clean_text(kept.text).strip()))
+        return grounding_requests(unit.request, texts, self.grounding)
+
+    def _record(self, path: Path, outcome: Outcome) -> dict:
+        record = super()._record(path, outcome)
+        if not self.lines:
+            return record
+        context = outcome.unit.context
+        record["page_size"] = list(context.page_size) if context.page_size else None
+        if record.get("error"):
+            record["lines"] = []
+        elif context.layer_lines is not None:
+            record["lines"] = [{"text": line.text, "box": list(line.box)} for line in context.layer_lines]
+            record["lines_source"] = "text-layer"
+        else:
+            texts = transcript_lines(record["text"])
+            answers = [answer.text if answer is not None else None for answer in outcome.unit.follow_ups]
+            placed = place_lines(texts, answers, context.page_size or (1.0, 1.0))
+            record["lines"] = placed.lines
+            record["lines_source"] = "grounding"
+            record["flags"].extend(placed.flags)
+        return record
 
     def prompt_for(self, page: Page) -> tuple[str, str]:
         if self.use_text_layer and page.text_layer and self.prompts.anchored is not None:
@@ -35,7 +80,14 @@ class OcrTask(PageTask):
         base["text"] = strip_fences(text)
         return base
 
-    def render(self, result: DocumentResult, fmt: str) -> str:
+    def render(self, result: DocumentResult, fmt: str) -> str | bytes:
+        if fmt in PLACED_FORMATS:
+            from .searchable import hocr_document, searchable_pdf
+
+            if fmt == "hocr":
+                return hocr_document(result.records)
+            return searchable_pdf(result.path, result.records, password=self.options.password,
+                                  redo_ocr=self.redo_ocr)
         if fmt == "jsonl":
             return "".join(json_line(record) for record in result.records)
         if fmt == "text":

@@ -19,6 +19,7 @@ PLACEHOLDERS: dict[str, dict[str, tuple[frozenset[str], frozenset[str]]]] = {
     "ocr": {"plain": (frozenset(), frozenset()),
             "anchored": (frozenset({"text_layer"}), frozenset({"text_layer"}))},
     "chart": {"plain": (frozenset(), frozenset())},
+    "ground": {"plain": (frozenset({"line"}), frozenset({"line"}))},
     "extract": {"plain": (frozenset({"fields", "page_note"}), frozenset()),
                 "anchored": (frozenset({"fields", "page_note", "text_layer"}), frozenset({"text_layer"}))},
 }
@@ -28,6 +29,8 @@ SHIPPED: dict[str, tuple[str, str, str]] = {
     "ocr": ("ocr", "plain", "a page transcribed to Markdown from its image"),
     "ocr-anchored": ("ocr", "anchored", "the same, with the PDF page's text layer as a character anchor"),
     "chart": ("chart", "plain", "a chart's data as one CSV table"),
+    "ground": ("ground", "plain", "where one transcribed line sits on the page (InternVL's grounding prompt; "
+                                  "ocr --lines, --format pdf|hocr)"),
     "extract": ("extract", "plain", "a JSON Schema's fields from a document's page images"),
     "extract-anchored": ("extract", "anchored", "the same, with the PDF's text layer as an anchor"),
 }
