@@ -17,7 +17,8 @@ from ocrmypdf.hocrtransform import BoundingBox, OcrClass, OcrElement
 from ocrmypdf.pluginspec import OcrEngine, OrientationConfidence
 from pydantic import BaseModel
 
-from .engine import ENGINE_NAMES, EngineSettings, load_engine
+from .engine import EngineSettings, load_engine
+from .engine.base import ENGINE_CHOICES
 from .errors import InternVLError
 
 _lock = threading.Lock()
@@ -53,7 +54,7 @@ def add_options(parser) -> None:
     group = parser.add_argument_group("InternVL", "OCR with an InternVL model (internvl-cli)")
     group.add_argument("--internvl-model", metavar="MODEL",
                        help="preset, hub id or local checkpoint (internvl-cli's default preset when not given)")
-    group.add_argument("--internvl-engine", choices=ENGINE_NAMES, default="hf",
+    group.add_argument("--internvl-engine", choices=ENGINE_CHOICES, default="hf",
                        help="hf (transformers, in this process), vllm (in this process) or server")
     group.add_argument("--internvl-server", metavar="URL", action="append",
                        help="an OpenAI-compatible server's URL for --internvl-engine server (repeatable)")
