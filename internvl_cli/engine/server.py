@@ -444,7 +444,7 @@ class ServerEngine(Engine):
             return self._exchange(connection, server, method, path, body, limit)
         except _Failure as failure:
             self._drop(server, connection)
-            if not (reused and failure.kind == "dropped"):
+            if not (reused and failure.kind == "dropped") or self._stopping():  # a stop closed it: no resend
                 raise
         # a kept-alive connection the server had closed while idle: not the server's failure, one fresh try
         connection, _ = self._connection(server, timeout)
