@@ -37,13 +37,14 @@ REPO = BENCH.parent
 
 # Beyond torch, transformers, nvcc and triton (the GPU image's own), what the steps import: gptqmodel and what
 # it imports at load (pypcre is a C extension: build its wheel for the host's Python, `pip wheel pypcre`), and
-# internvl-cli's base dependencies a bare image lacks. pytest is usually there; it is listed in case.
+# internvl-cli's base dependencies a bare image lacks; ninja, without which torch's cpp_extension (and so the
+# Marlin build) refuses to start. pytest is usually there; it is listed in case.
 WHEELS = ("gptqmodel==7.6.0", "pypcre", "logbar", "device-smi", "tokenicer", "defuser", "threadpoolctl",
-          "accelerate", "pymupdf-lite", "pi-heif", "llguidance", "jsonschema", "typer", "pytest")
+          "accelerate", "ninja", "pymupdf-lite", "pi-heif", "llguidance", "jsonschema", "typer", "pytest")
 # module each wheel provides, for the check without --wheels
 MODULES = {"gptqmodel==7.6.0": "gptqmodel", "pypcre": "pcre", "logbar": "logbar", "device-smi": "device_smi",
            "tokenicer": "tokenicer", "defuser": "defuser", "threadpoolctl": "threadpoolctl",
-           "accelerate": "accelerate", "pymupdf-lite": "pymupdf", "pi-heif": "pi_heif",
+           "accelerate": "accelerate", "ninja": "ninja", "pymupdf-lite": "pymupdf", "pi-heif": "pi_heif",
            "llguidance": "llguidance", "jsonschema": "jsonschema", "typer": "typer", "pytest": "pytest"}
 MAKE_WHEELS = ("on a machine with network and the GPU host's Python version: pip wheel --no-deps -w wheels "
                + " ".join(WHEELS) + "  (then check `du -sh wheels` is under 64 MiB)")
