@@ -10,8 +10,9 @@ a subprocess with its own time limit, so one failure is recorded and the rest st
 1. the wheels (`--wheels DIR`), or a check that they are importable;
 2. `pytest -m gpu` (tests/test_gpu_cuda.py and the other GPU-only tests);
 3. AWQ at InternVL3-2B dimensions through each kernel this machine allows (marlin, triton, torch) and bf16:
-   load time cold (checkpoint just written, kernel build included) and cached (the same again), peak GPU
-   memory, tokens/s and pages/s at 7 tiles per page (2x3 grid + thumbnail) with a fixed answer length;
+   Marlin's build (`doctor --warm`, timed), then load time cold (the checkpoints just written, first process)
+   and cached (the same again), peak GPU memory, tokens/s and pages/s at 7 tiles per page (2x3 grid +
+   thumbnail) with a fixed answer length;
 4. `--awq-kernel auto` with nvcc hidden (PATH without it, no CUDA_HOME): expects triton and no compile;
 5. an out-of-memory error forced with torch.cuda.set_per_process_memory_fraction: the batch is halved, and
    the memory still allocated when the retry starts (after the failed attempt was let go) is reported;
@@ -36,13 +37,14 @@ REPO = BENCH.parent
 
 # Beyond torch, transformers, nvcc and triton (the GPU image's own), what the steps import: gptqmodel and what
 # it imports at load (pypcre is a C extension: build its wheel for the host's Python, `pip wheel pypcre`), and
-# internvl-cli's base dependencies a bare image lacks. pytest is usually there; it is listed in case.
+# internvl-cli's base dependencies a bare image lacks; ninja, without which torch's cpp_extension (and so the
+# Marlin build) refuses to start. pytest is usually there; it is listed in case.
 WHEELS = ("gptqmodel==7.6.0", "pypcre", "logbar", "device-smi", "tokenicer", "defuser", "threadpoolctl",
-          "accelerate", "pymupdf-lite", "pi-heif", "llguidance", "jsonschema", "typer", "pytest")
+          "accelerate", "ninja", "pymupdf-lite", "pi-heif", "llguidance", "jsonschema", "typer", "pytest")
 # module each wheel provides, for the check without --wheels
 MODULES = {"gptqmodel==7.6.0": "gptqmodel", "pypcre": "pcre", "logbar": "logbar", "device-smi": "device_smi",
            "tokenicer": "tokenicer", "defuser": "defuser", "threadpoolctl": "threadpoolctl",
-           "accelerate": "accelerate", "pymupdf-lite": "pymupdf", "pi-heif": "pi_heif",
+           "accelerate": "accelerate", "ninja": "ninja", "pymupdf-lite": "pymupdf", "pi-heif": "pi_heif",
            "llguidance": "llguidance", "jsonschema": "jsonschema", "typer": "typer", "pytest": "pytest"}
 MAKE_WHEELS = ("on a machine with network and the GPU host's Python version: pip wheel --no-deps -w wheels "
                + " ".join(WHEELS) + "  (then check `du -sh wheels` is under 64 MiB)")
@@ -86,7 +88,9 @@ def plan(args, kernels: tuple[str, ...]) -> list[Step]:
         Step("wheels", wheels, 240, 30),
         Step("pytest -m gpu", [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider",
                                str(REPO / "tests")], 240, 60),
-        Step("kernels, cold load", gpu_awq(out, "cold.json", "bf16,awq", kernel_list), 420, 200),
+        *([Step("build marlin", [sys.executable, "-m", "internvl_cli.cli", "doctor", "--warm", "--awq-kernel",
+                                 "marlin", "--json"], 360, 120)] if "marlin" in kernels else []),
+        Step("kernels, cold load", gpu_awq(out, "cold.json", "bf16,awq", kernel_list), 420, 100),
         Step("kernels, cached load", gpu_awq(out, "cached.json", "bf16,awq", kernel_list), 240, 80),
         Step("auto with nvcc hidden", gpu_awq(out, "hidden.json", "awq", "auto"), 180, 25, env=without_nvcc()),
         Step("forced out-of-memory", [sys.executable, __file__, "--oom-probe", str(out / "oom.json")], 180, 30),
@@ -138,29 +142,33 @@ def run_step(step: Step, out: Path) -> None:
 
 
 def read_figures(steps: list[Step], out: Path) -> None:
-    for step, name in zip(steps[2:6], ("cold.json", "cached.json", "hidden.json", "oom.json")):
-        path = out / name
-        if path.exists():
-            step.figures = json.loads(path.read_text())
-    doctor = steps[6]
+    by_name = {step.name: step for step in steps}
+    for name, file in (("kernels, cold load", "cold.json"), ("kernels, cached load", "cached.json"),
+                       ("auto with nvcc hidden", "hidden.json"), ("forced out-of-memory", "oom.json")):
+        if (out / file).exists():
+            by_name[name].figures = json.loads((out / file).read_text())
+    doctor = by_name["doctor --json"]
     log = (out / "doctor_--json.log").read_text() if (out / "doctor_--json.log").exists() else ""
     if doctor.rc == 0 and "{" in log:
         try:  # stdout's JSON object comes first in the log, stderr after it
             doctor.figures = json.loads(log[log.index("{"):log.rindex("}") + 1])
         except ValueError:
             doctor.figures = {}
-    hidden = steps[4].figures.get("rows", [])
-    if hidden:
-        row = hidden[0]
-        steps[4].summary = (f"kernel {row['variant']}, build: {row['built']} "
-                            f"({'as expected' if row['variant'] == 'awq:triton' and row['built'] == 'no' else 'NOT triton without a compile'})")
+    hidden = by_name["auto with nvcc hidden"]
+    rows = hidden.figures.get("rows", [])
+    if rows:
+        row = rows[0]
+        expected = row["variant"] == "awq:triton" and row["built"] == "no"
+        hidden.summary = (f"kernel {row['variant']}, build: {row['built']} "
+                          f"({'as expected' if expected else 'NOT triton without a compile'})")
 
 
 def markdown(steps: list[Step], refused: dict[str, str]) -> str:
     lines = ["| step | rc | seconds | result |", "|---|---:|---:|---|"]
     lines += [f"| {s.name} | {s.rc} | {s.seconds} | {s.summary.replace('|', '/')} |" for s in steps]
+    by_name = {step.name: step for step in steps}
     rows = {}
-    for step in steps[2:4]:
+    for step in (by_name["kernels, cold load"], by_name["kernels, cached load"]):
         for row in step.figures.get("rows", []):
             rows.setdefault(row["variant"], {})[step.name] = row
     if rows:
@@ -174,7 +182,7 @@ def markdown(steps: list[Step], refused: dict[str, str]) -> str:
                          f"{cached.get('load_s', float('nan')):.1f} | {cold.get('built', '-')} | "
                          f"{last.get('run_peak_gb') or float('nan'):.2f} | {rate(last, 'pages')} | "
                          f"{rate(last, 'new_tokens')} |")
-    oom = steps[5].figures
+    oom = by_name["forced out-of-memory"].figures
     if oom:
         lines += ["", f"Forced out-of-memory: {json.dumps(oom)}"]
     for name, why in refused.items():

@@ -49,7 +49,8 @@ EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
     ExitCode.OUTPUT: "the output location cannot be used: a file where a folder is needed, read-only, "
                      "cannot be created, or an existing destination (`--overwrite`)",
     ExitCode.DEVICE: "the device needed cannot be used: no CUDA GPU is visible (`--device cuda`, `quantize`), "
-                     "or the system shows one that torch cannot use (driver too old for this torch)",
+                     "or the system shows one that torch cannot use (driver too old for this torch, or a GPU this "
+                     "torch has no kernels for: a V100 on PyPI's CUDA 13 torch)",
     ExitCode.INTERRUPTED: "stopped by Ctrl-C (with `-o`, rerun to resume)",
     ExitCode.CLOSED_PIPE: "the reader of stdout or stderr went away (`head` had enough); as for tools ended by SIGPIPE",
     ExitCode.TERMINATED: "stopped by SIGTERM (with `-o`, rerun to resume)",

@@ -14,7 +14,7 @@ def test_the_dry_run_prints_the_plan_without_a_gpu():
                            "/mnt/wheels"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     plan = done.stdout
-    for step in ("wheels", "pytest -m gpu", "kernels, cold load", "kernels, cached load", "auto with nvcc hidden",
+    for step in ("wheels", "pytest -m gpu", "build marlin", "kernels, cold load", "kernels, cached load", "auto with nvcc hidden",
                  "forced out-of-memory", "doctor --json"):
         assert f". {step}: ~" in plan, step
     assert "pip install --no-index --no-deps --find-links /mnt/wheels gptqmodel==7.6.0 pypcre" in plan

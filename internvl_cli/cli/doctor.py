@@ -21,7 +21,8 @@ def doctor(
 ) -> None:
     """Check this machine and say what a run would do: torch and its CUDA build, the NVIDIA driver, GPUs, the
     device, dtype, attention and AWQ kernel a run would pick (and why), compilers, cached kernels, presets that fit,
-    the engines installed, and where the config file (`internvl config`) lives. JSON keys are snake_case.
+    the engines installed and which one `--engine auto` takes (`--pages N`: for a run of N pages), and where the
+    config file (`internvl config`) lives. JSON keys are snake_case.
 
     \b
     Examples:
