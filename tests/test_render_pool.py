@@ -11,7 +11,12 @@ import base64
 import hashlib
 import io
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -38,7 +43,7 @@ class PixelEcho(ThreadingHTTPServer):
 
     def __init__(self):
         super().__init__(("127.0.0.1", 0), _Handler)
-        self.bytes_received = 0
+        self.answered = threading.Event()
 
     @property
     def url(self) -> str:
@@ -66,6 +71,7 @@ class _Handler(BaseHTTPRequestHandler):
         assert url.startswith("data:image/png;base64,")
         picture = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
         text = pixel_digest(np.asarray(picture.convert("RGB")))
+        self.server.answered.set()
         self._send({"choices": [{"index": 0, "message": {"role": "assistant", "content": text},
                                  "finish_reason": "stop"}],
                     "usage": {"prompt_tokens": 300, "completion_tokens": 3}})
@@ -146,3 +152,27 @@ def test_a_page_that_fails_in_a_worker_fails_alone_naming_its_document(tmp_path)
     finally:
         pool.close()
     assert failure.value.path == str(pdf) and "corrupt or unreadable PDF" in failure.value.message
+
+
+def test_kill_9_of_the_run_ends_its_workers_and_a_rerun_finishes(echo, tmp_path):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    for index in range(4):
+        shutil.copy(SAMPLES / "invoice.pdf", inbox / f"doc{index}.pdf")
+    command = [sys.executable, "-m", "internvl_cli.cli", "-q", "ocr", str(inbox), "-o", str(tmp_path / "out"),
+               "--engine", "server", "--server", echo.url, "--model", "tiny", "--render-workers", "2"]
+    run = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert echo.answered.wait(60)  # workers are rendering
+    os.kill(run.pid, signal.SIGKILL)
+    run.wait()
+    deadline = time.monotonic() + 20
+    while _session_processes(run.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _session_processes(run.pid) == []  # no orphaned render worker lives on
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert finished.returncode == 0, finished.stderr
+    assert sorted(path.name for path in (tmp_path / "out").glob("*.md")) == [f"doc{i}.pdf.md" for i in range(4)]
+
+
+def _session_processes(session: int) -> list[str]:
+    return subprocess.run(["pgrep", "-s", str(session)], capture_output=True, text=True).stdout.split()

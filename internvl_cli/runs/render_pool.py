@@ -12,6 +12,8 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import threading
+import time
 from collections import OrderedDict
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
@@ -29,6 +31,7 @@ from ..errors import InputFileError, InternVLError, PasswordError, UsageError
 RENDER_BUDGET_BYTES = 256 * 2**20
 MAX_RENDER_WORKERS = 256
 ENCODE_THREADS = 2  # with 0 or 1 render workers: zlib runs beside MuPDF, on the other core
+_PARENT_CHECK_SECONDS = 1.0
 _KEPT_OPEN = 4  # documents a worker keeps open (pages of one document arrive together)
 
 
@@ -118,6 +121,15 @@ _renderers: OrderedDict = OrderedDict()
 
 def _worker_started() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle (pages stay pending)
+    # A worker waiting for work does not notice its run killed with -9: it would live on, orphaned. It
+    # looks for its parent every second instead and ends with it.
+    threading.Thread(target=_end_with_parent, args=(os.getppid(),), daemon=True).start()
+
+
+def _end_with_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(_PARENT_CHECK_SECONDS)
+    os._exit(0)
 
 
 def _render_pdf(path: str, password: str | None, index: int, width: int, height: int) -> bytes:
