@@ -288,3 +288,24 @@ def test_sigkill_mid_run_then_resume_gives_one_pdf_each(tiny_model, tmp_path):
     assert outputs == [f"doc{i}.pdf.pdf" for i in range(8)]
     for i in range(8):
         assert renders_equal(inbox / f"doc{i}.pdf", out / f"doc{i}.pdf.pdf")  # whole files, never torn
+
+
+def test_eval_scores_the_records_boxes_against_icdar_lines(cli, tiny_model, tmp_path, monkeypatch):
+    """The records' `lines` are what `eval` reads: ICDAR truth at the forced boxes scores every line a hit."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    size = (800, 1000)
+    scan_image(size).save(inbox / "page.png")
+    truth = []
+    for text in LINES:
+        x1, y1, x2, y2 = (round(v) for v in expected_box(text, size))
+        truth.append(f"{x1},{y1},{x2},{y1},{x2},{y2},{x1},{y2},{text}")
+    (inbox / "page.txt").write_text("\n".join(truth) + "\n", encoding="utf-8")
+    out = tmp_path / "out"
+    with forced_engines(monkeypatch, answers()):
+        code, _, err = cli("ocr", inbox / "page.png", "-o", out, "--lines", "--format", "jsonl", "--model", tiny_model)
+    assert code == 0, err
+    code, stdout, err = cli("eval", "--truth", inbox, out, "--json")
+    assert code == 0, err
+    document = next(json.loads(line) for line in stdout.splitlines() if '"metrics"' in line)
+    assert document["metrics"]["box_recall"] == 1.0 and document["metrics"]["box_precision"] == 1.0
