@@ -288,3 +288,46 @@ def test_sigkill_mid_run_then_resume_gives_one_pdf_each(tiny_model, tmp_path):
     assert outputs == [f"doc{i}.pdf.pdf" for i in range(8)]
     for i in range(8):
         assert renders_equal(inbox / f"doc{i}.pdf", out / f"doc{i}.pdf.pdf")  # whole files, never torn
+
+
+def test_eval_scores_the_records_boxes_against_icdar_lines(cli, tiny_model, tmp_path, monkeypatch):
+    """The records' `lines` are what `eval` reads: ICDAR truth at the forced boxes scores every line a hit."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    size = (800, 1000)
+    scan_image(size).save(inbox / "page.png")
+    truth = []
+    for text in LINES:
+        x1, y1, x2, y2 = (round(v) for v in expected_box(text, size))
+        truth.append(f"{x1},{y1},{x2},{y1},{x2},{y2},{x1},{y2},{text}")
+    (inbox / "page.txt").write_text("\n".join(truth) + "\n", encoding="utf-8")
+    out = tmp_path / "out"
+    with forced_engines(monkeypatch, answers()):
+        code, _, err = cli("ocr", inbox / "page.png", "-o", out, "--lines", "--format", "jsonl", "--model", tiny_model)
+    assert code == 0, err
+    code, stdout, err = cli("eval", "--truth", inbox, out, "--json")
+    assert code == 0, err
+    document = next(json.loads(line) for line in stdout.splitlines() if '"metrics"' in line)
+    assert document["metrics"]["box_recall"] == 1.0 and document["metrics"]["box_precision"] == 1.0
+
+
+def test_a_rotated_page_gets_its_text_where_the_lines_are_shown(cli, tiny_model, tmp_path, monkeypatch):
+    """A page with /Rotate 90: boxes are on the page as shown, and so is the text layer."""
+    scan = make_scan_pdf(tmp_path / "portrait.pdf")
+    with pymupdf.open(scan) as doc:
+        doc[0].set_rotation(90)
+        doc.save(tmp_path / "rotated.pdf")
+    output = tmp_path / "rotated.ocr.pdf"
+    with forced_engines(monkeypatch, answers()):
+        code, _, err = cli("ocr", tmp_path / "rotated.pdf", "-o", output, "--model", tiny_model)
+    assert code == 0, err
+    shown = (PAGE[1], PAGE[0])
+    with pymupdf.open(output) as doc:
+        page = doc[0]
+        assert page.rotation == 90 and tuple(page.rect)[2:] == shown
+        for text in LINES:
+            hit = page.search_for(text)[0] * page.rotation_matrix  # search_for answers in unrotated coordinates
+            box = pymupdf.Rect(expected_box(text, shown))
+            assert max(abs(hit.x0 - box.x0), abs(hit.y0 - box.y0), abs(hit.x1 - box.x1),
+                       abs(hit.y1 - box.y1)) <= TOLERANCE, (text, hit, box)
+    assert renders_equal(tmp_path / "rotated.pdf", output)
