@@ -51,7 +51,6 @@ from .options import (
     count_docs,
     engine_settings,
     loop_rule,
-    ocr_format_for,
     open_engine,
     page_options,
 )
@@ -119,12 +118,14 @@ def ocr(
       internvl ocr report.pdf --pages 1-3 --max-tiles 6
       internvl ocr inbox/ -o out/        # cron: reruns skip what is done
     """
-    from ..tasks.ocr import FORMATS, OcrTask
+    from ..runs.outputs import names_a_file
+    from ..tasks.ocr import FORMAT_OF_SUFFIX, FORMATS, SUFFIXES, OcrTask
     from ..tasks.prompts import prompt_set, resolve_system
 
     with exit_on_error():
         batch = BatchSettings(paths, output, include, exclude, force, retry_failed, wait, batch_size, batch_tiles)
-        fmt = fmt or ocr_format_for(output) or ("markdown" if output or count_docs(paths) == 1 else "jsonl")
+        named = FORMAT_OF_SUFFIX.get(output.suffix.lower()) if output and names_a_file(output) else None
+        fmt = fmt or named or ("markdown" if output or count_docs(paths) == 1 else "jsonl")
         check_choice("--format", fmt, FORMATS)
         check_common(pages, max_new_tokens, frames)
         prompts = prompt_set("ocr", prompt, anchored_prompt)  # a bad prompt fails before the model loads
@@ -134,9 +135,8 @@ def ocr(
             engine_name, servers, concurrency, request_timeout, tensor_parallel, data_parallel), awq_kernel)
         options = page_options(engine, pages, password, min_tiles, max_tiles, max_new_tokens, frames, loop,
                                system_text)
-        suffix = {"markdown": ".md", "text": ".txt", "jsonl": ".jsonl"}[fmt]
         run_batch(OcrTask(options, engine.model_id, use_text_layer=text_layer, prompts=prompts), engine, batch,
-                  fmt, suffix)
+                  fmt, SUFFIXES[fmt])
 
 
 def chart(
@@ -169,7 +169,7 @@ def chart(
       internvl chart figure.png --format csv > data.csv
       internvl chart report.pdf --pages 4 --format markdown
     """
-    from ..tasks.chart import FORMATS, ChartTask
+    from ..tasks.chart import FORMATS, SUFFIXES, ChartTask
     from ..tasks.prompts import prompt_set, resolve_system
 
     with exit_on_error():
@@ -183,8 +183,7 @@ def chart(
             engine_name, servers, concurrency, request_timeout, tensor_parallel, data_parallel), awq_kernel)
         options = page_options(engine, pages, password, min_tiles, max_tiles, max_new_tokens, frames, loop,
                                system_text)
-        suffix = {"csv": ".csv", "markdown": ".md", "json": ".jsonl"}[fmt]
-        run_batch(ChartTask(options, engine.model_id, prompts=prompts), engine, batch, fmt, suffix)
+        run_batch(ChartTask(options, engine.model_id, prompts=prompts), engine, batch, fmt, SUFFIXES[fmt])
 
 
 def extract(
@@ -239,7 +238,7 @@ def extract(
     """
     from ..engine.base import Sampling
     from ..schema.loading import load_schema
-    from ..tasks.extract import ExtractOptions, ExtractTask, answer_budget
+    from ..tasks.extract import SUFFIXES, ExtractOptions, ExtractTask, answer_budget
     from ..tasks.prompts import prompt_set, resolve_system
 
     with exit_on_error():
@@ -266,4 +265,4 @@ def extract(
         for message in notes + task.preflight(engine.context_length):
             note(message)
         fmt = "data" if data_only else "record"
-        run_batch(task, engine, batch, fmt, ".json")
+        run_batch(task, engine, batch, fmt, SUFFIXES[fmt])

@@ -207,15 +207,6 @@ def open_engine(model: str, device: str, dtype: str, settings=None, awq_kernel: 
     return load_engine(model, device=device, dtype=dtype, settings=settings, awq_kernel=awq_kernel)
 
 
-def ocr_format_for(output: Optional[Path]) -> Optional[str]:
-    """`-o page.txt` asks for text as surely as `--format text` does."""
-    from ..runs.outputs import names_a_file
-
-    if output is None or not names_a_file(output):
-        return None
-    return {".md": "markdown", ".markdown": "markdown", ".txt": "text", ".jsonl": "jsonl"}.get(output.suffix.lower())
-
-
 def count_docs(paths: list[str]) -> int:
     """How many documents a command will see before any model is loaded (stdin lists count as many)."""
     return 2 if paths == ["-"] or len(paths) != 1 or Path(paths[0]).is_dir() else 1

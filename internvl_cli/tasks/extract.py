@@ -24,6 +24,9 @@ MAX_FIELD_DEPTH = 8
 # An answer the full schema rejects (the grammar enforces only part of some schemas) is tried again, sampled.
 MAX_RETRIES = 2
 CHARS_PER_TOKEN = 4  # a generous average, so estimates err towards "it fits"
+# format -> output file suffix (-o DIR): whole records, or only the data of valid ones (--data-only)
+SUFFIXES = {"record": ".json", "data": ".json"}
+FORMATS = tuple(SUFFIXES)
 
 
 @dataclass

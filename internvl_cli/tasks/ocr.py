@@ -10,7 +10,11 @@ from .prompts import PromptSet, prompt_set
 
 # A text layer longer than this is cut: it only anchors characters and must not crowd out the image tokens.
 MAX_ANCHOR_CHARS = 4000
-FORMATS = ("markdown", "text", "jsonl")
+# format -> output file suffix (-o DIR); the CLI and the library read formats from here
+SUFFIXES = {"markdown": ".md", "text": ".txt", "jsonl": ".jsonl"}
+FORMATS = tuple(SUFFIXES)
+# an -o FILE's ending picks the format as surely as --format does
+FORMAT_OF_SUFFIX = {".md": "markdown", ".markdown": "markdown", ".txt": "text", ".jsonl": "jsonl"}
 
 
 class OcrTask(PageTask):
