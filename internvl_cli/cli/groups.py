@@ -13,7 +13,9 @@ import functools
 import inspect
 import typing
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
+
+from typer.core import TyperCommand
 
 from ..runs.assembly import DocumentOptions, EngineOptions, LoopOptions, PromptOptions, TileOptions
 from ..runs.batch import BatchSettings
@@ -74,6 +76,30 @@ LOOPS = Group(LoopOptions, {
     "loop_stop": o.LoopStopOpt, "loop_repeats": o.LoopRepeatsOpt, "loop_tokens": o.LoopTokensOpt,
     "loop_chars": o.LoopCharsOpt, "loop_lines": o.LoopLinesOpt, "loop_line_chars": o.LoopLineCharsOpt,
 }, o.LOOPS_PANEL)
+
+
+class PanelledCommand(TyperCommand):
+    """A command whose plain help (the app has no Rich markup) heads each option group with its panel name:
+    the command's own options first, then one section per group, in the order the signature lists them."""
+
+    def format_options(self, ctx, formatter) -> None:
+        arguments: list = []
+        sections: dict[str, list] = {"Options": []}
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is None:
+                continue
+            if param.param_type_name == "argument":
+                arguments.append(record)
+            else:
+                sections.setdefault(getattr(param, "rich_help_panel", None) or "Options", []).append(record)
+        if arguments:
+            with formatter.section("Arguments"):
+                formatter.write_dl(arguments)
+        for title, records in sections.items():
+            if records:
+                with formatter.section(title):
+                    formatter.write_dl(records)
 
 
 def with_groups(**groups: Group) -> Callable:
