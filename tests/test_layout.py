@@ -218,3 +218,11 @@ def test_the_cli_builds_no_task_and_no_engine():
                           "internvl_cli.engine.server"):
                 builders.append(f"{name} imports {target}")
     assert not builders, builders
+
+
+def test_the_cli_starts_without_the_schema_validator():
+    """jsonschema (with its format checkers) takes seconds to import: `internvl --version`, `status` and a cron
+    rerun over a finished folder must not pay for it; only extract does, when it loads a schema."""
+    code = "import sys, internvl_cli.cli, internvl_cli.runs.assembly; print('jsonschema' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..decoding.repetition import LoopRule
 from ..documents.inputs import Discovery
@@ -18,11 +19,13 @@ from ..documents.tiling import TilingConfig
 from ..engine.base import DEFAULT_MAX_NEW_TOKENS, Engine, Sampling
 from ..errors import UsageError
 from ..models.presets import DEFAULT_MODEL
-from ..schema.loading import LoadedSchema
 from ..tasks.base import Task
 from .batch import BatchSettings, Hooks, find_documents, run_documents
 from .outputs import names_a_file
 from .runner import DocumentFailure, RunReport
+
+if TYPE_CHECKING:  # jsonschema takes seconds to import: only extract pays for it, when it loads a schema
+    from ..schema.loading import LoadedSchema
 
 COMMANDS = ("ocr", "chart", "extract")
 
@@ -275,9 +278,10 @@ def _suffix(command: str, fmt: str) -> str:
 
 
 def _schema(schema: str | LoadedSchema) -> LoadedSchema:
+    from ..schema.loading import LoadedSchema, load_schema
+
     if isinstance(schema, LoadedSchema):
         return schema
-    from ..schema.loading import load_schema
 
     return load_schema(schema)
 
