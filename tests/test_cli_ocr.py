@@ -112,6 +112,14 @@ def test_bad_arguments_fail_before_loading_the_model(cli):
     assert code == ExitCode.BAD_ARGS
 
 
+def test_a_mistyped_path_is_reported_before_the_model_is_resolved(cli, tmp_path):
+    # the assembly discovers the inputs first: a preset that needs a download is never waited for
+    for command in (("ocr",), ("chart",), ("extract", "--schema", "invoice")):
+        code, out, err = cli(*command, tmp_path / "nothere.pdf", "--model", "/nonexistent")
+        assert code == ExitCode.INPUT_FILE and "nothere.pdf" in err and out == "", command
+        assert "/nonexistent" not in err and "loading model" not in err, command
+
+
 def test_inspect_matches_the_tiling_and_needs_no_model(cli):
     code, out, err = cli("inspect", SAMPLES / "invoice.pdf", SAMPLES / "chart.png", "--json")
     assert code == 0, err

@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shutil
 
 from conftest import SAMPLES
 from internvl_cli.errors import ExitCode
@@ -30,6 +31,26 @@ def test_a_budget_too_small_for_the_schema_is_refused_before_loading(cli, tmp_pa
                          "--max-new-tokens", "3")
     assert code == ExitCode.BAD_ARGS and out == "" and "too small for schema receipt" in err
     assert "loading model" not in err and "--max-new-tokens" in err
+
+
+def test_a_short_context_model_gets_a_window_sized_to_it(cli, tiny_model, tmp_path):
+    # 6 pages of 24 tiles do not fit 8,192 tokens: the default window shrinks, and stderr says so once
+    short = tmp_path / "context-8k"
+    shutil.copytree(tiny_model, short)
+    config = json.loads((short / "config.json").read_text())
+    config["text_config"]["max_position_embeddings"] = 8192
+    (short / "config.json").write_text(json.dumps(config))
+    code, out, err = cli("extract", SAMPLES / "invoice.pdf", "--schema", "vendor, total float", "--model", short,
+                         "--max-new-tokens", "64")
+    assert code == 0, err
+    assert err.count("windows sized to fit") == 1 and "context of 8192 tokens" in err
+    record = json.loads(out)
+    assert record["pages"] == 2 and record["valid"]
+    # a window the user chose is kept, so one that cannot fit is refused before the weights load, as before
+    code, out, err = cli("extract", SAMPLES / "invoice.pdf", "--schema", "vendor, total float", "--model", short,
+                         "--max-new-tokens", "64", "--window-tiles", "24")
+    assert code == ExitCode.BAD_ARGS and "cannot fit the model's context of 8192" in err and out == ""
+    assert "model ready" not in err
 
 
 def test_votes_sample_several_answers(cli, tiny_model, tmp_path):

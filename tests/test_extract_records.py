@@ -125,6 +125,25 @@ def test_a_prompt_that_cannot_fit_the_context_is_refused_before_loading():
     assert t.preflight(32768) == [] and t.preflight(None) == []
 
 
+def test_a_window_left_to_its_default_is_sized_to_the_context():
+    # an 8,192-token model cannot hold 6 pages of 24 tiles (over 6,000 image tokens plus the prompt) and used to
+    # fail every document; the window shrinks, tiles first, and one note says so
+    t = task(OBJECT)
+    note = t.fit_window(8192)
+    assert note and "8192 tokens" in note and "--window-tiles" in note
+    assert (t.options.window_pages, t.options.window_tiles) != (6, 24)
+    assert t.options.window_pages == 6 and t.options.window_tiles < 24  # pages keep reading together
+    assert t.preflight(8192) == []  # now it fits
+    assert t.fit_window(8192) is None  # fitted once: nothing more to say
+    roomy = task(OBJECT)
+    assert roomy.fit_window(32768) is None and roomy.fit_window(None) is None
+    assert (roomy.options.window_pages, roomy.options.window_tiles) == (6, 24)
+    cramped = task(OBJECT)
+    assert cramped.fit_window(400) is None  # not one tile fits: preflight refuses, as before
+    with pytest.raises(UsageError, match="cannot fit"):
+        cramped.preflight(400)
+
+
 def _two_hundred_fields():
     props = {f"p{i:03d}": {"type": "integer", "minimum": 0, "maximum": 9} for i in range(200)}
     return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}

@@ -188,3 +188,41 @@ def test_readme_layout_lists_every_module():
     actual = {str(path.relative_to(PACKAGE)) for path in PACKAGE.rglob("*.py")
               if path.name not in ("__init__.py", "__main__.py") or path.parent.name == "cli" and path.name == "__init__.py"}
     assert listed == actual, f"missing from README: {sorted(actual - listed)}; gone: {sorted(listed - actual)}"
+
+
+# What builds a run: the task classes and the engine loaders. Only the assembly (runs/assembly.py) calls them.
+RUN_BUILDERS = {"OcrTask", "ChartTask", "ExtractTask", "PageTask", "load_engine", "TransformersEngine",
+                "VllmEngine", "ServerEngine"}
+
+
+def test_the_cli_builds_no_task_and_no_engine():
+    """Every command gets its engine and task from the one assembly: cli/ imports no task module's classes, no
+    engine loader, and names none of them."""
+    builders = []
+    for name, path in MODULES.items():
+        if not name.startswith("internvl_cli.cli"):
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and any(alias.name in RUN_BUILDERS for alias in node.names):
+                builders.append(f"{name}:{node.lineno} imports {', '.join(a.name for a in node.names)}")
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in ("engine",) \
+                    and node.module not in ("engine.base",):
+                builders.append(f"{name}:{node.lineno} imports from {node.module}")
+            elif isinstance(node, (ast.Name, ast.Attribute)) and (getattr(node, "id", None) or
+                                                                   getattr(node, "attr", None)) in RUN_BUILDERS:
+                builders.append(f"{name}:{node.lineno} names {ast.unparse(node)}")
+        for target in GRAPH[name]:
+            if target in ("internvl_cli.tasks.ocr", "internvl_cli.tasks.chart", "internvl_cli.tasks.extract",
+                          "internvl_cli.tasks.pagewise", "internvl_cli.engine.hf", "internvl_cli.engine.vllm",
+                          "internvl_cli.engine.server"):
+                builders.append(f"{name} imports {target}")
+    assert not builders, builders
+
+
+def test_the_cli_starts_without_the_schema_validator():
+    """jsonschema (with its format checkers) takes seconds to import: `internvl --version`, `status` and a cron
+    rerun over a finished folder must not pay for it; only extract does, when it loads a schema."""
+    code = "import sys, internvl_cli.cli, internvl_cli.runs.assembly; print('jsonschema' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr

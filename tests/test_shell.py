@@ -559,6 +559,20 @@ def test_every_command_help_has_examples(cli):
         assert code == 0 and "Examples:" in out and f"internvl {name}" in out, name
 
 
+def test_document_command_help_heads_each_option_group(cli):
+    """Option groups are declared once (cli/groups.py); each document command's help shows them as sections."""
+    for command, absent in (("ocr", ()), ("chart", ("--anchored-prompt",)), ("extract", ("--min-tiles",))):
+        code, out, _ = cli(command, "--help")
+        heads = [line for line in out.splitlines() if line and not line.startswith(" ") and line.endswith(":")]
+        assert heads == ["Arguments:", "Options:", "Model and engine:", "Pages and tiles:",
+                         "Inputs, output and batches:", "Prompt:", "Loop detection:"], command
+        sections = {head: section for head, section in zip(heads, out.split("\n\n")[-len(heads):])}
+        assert "--server" in sections["Model and engine:"] and "--max-tiles" in sections["Pages and tiles:"]
+        assert "--retry-failed" in sections["Inputs, output and batches:"] and "--no-system" in sections["Prompt:"]
+        assert "--loop-lines" in sections["Loop detection:"] and "--max-new-tokens" in sections["Options:"]
+        assert not [flag for flag in absent if flag in out], command
+
+
 def test_shell_completion_is_offered(cli):
     code, out, _ = cli("--help")
     assert "--install-completion" in out and "--show-completion" in out

@@ -8,10 +8,11 @@ import typer
 
 from . import config, doc_commands, doctor, evaluation, help, inspect, model_commands, prompts, schemas, status
 from .app import app, reader_left
+from .groups import PanelledCommand
 
-app.command()(doc_commands.ocr)
-app.command()(doc_commands.chart)
-app.command()(doc_commands.extract)
+app.command(cls=PanelledCommand)(doc_commands.ocr)
+app.command(cls=PanelledCommand)(doc_commands.chart)
+app.command(cls=PanelledCommand)(doc_commands.extract)
 app.command()(prompts.prompts)
 app.add_typer(schemas.schemas_app, name="schemas")
 app.command()(status.status)

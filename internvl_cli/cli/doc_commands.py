@@ -1,67 +1,34 @@
-"""The document commands, ocr, chart and extract: options -> core run -> exit code."""
+"""The document commands, ocr, chart and extract: option groups -> the assembly -> a run -> the exit code."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Optional
 
 import typer
 
-from ..errors import ExitCode, UsageError
-from ..runs.batch import BatchSettings, Hooks, run_documents
-from .app import exit_on_error, note, report_error, state
-from .options import (
-    AnchoredPromptOpt,
-    AwqKernelOpt,
-    BatchOpt,
-    BatchTilesOpt,
-    ApiKeyOpt,
-    ConcurrencyOpt,
-    DataParallelOpt,
-    DeviceOpt,
-    DtypeOpt,
-    EngineOpt,
-    ExcludeOpt,
-    ForceOpt,
-    FramesOpt,
-    IncludeOpt,
-    LoopCharsOpt,
-    LoopLineCharsOpt,
-    LoopLinesOpt,
-    LoopRepeatsOpt,
-    LoopStopOpt,
-    LoopTokensOpt,
-    MaxNewTokensOpt,
-    MaxTilesOpt,
-    MinTilesOpt,
-    ModelOpt,
-    NoSystemOpt,
-    OutputOpt,
-    PagesOpt,
-    PasswordOpt,
-    PathsArg,
-    PromptOpt,
-    RetryOpt,
-    RenderWorkersOpt,
-    ServerOpt,
-    SystemOpt,
-    TensorParallelOpt,
-    TimeoutOpt,
-    WaitOpt,
-    check_choice,
-    check_common,
-    count_docs,
-    engine_settings,
-    loop_rule,
-    ocr_format_for,
-    open_engine,
-    page_options,
+from ..errors import ExitCode
+from ..runs.assembly import (
+    DocumentCommand,
+    DocumentOptions,
+    EngineOptions,
+    ExtractOptions,
+    LoopOptions,
+    PromptOptions,
+    TileOptions,
+    assemble,
 )
+from ..runs.batch import BatchSettings, Hooks
+from .app import exit_on_error, note, report_error, state
+from .groups import BATCH, DOCUMENTS, ENGINE, LOOPS, PROMPTS, TILES, with_groups
+from .options import MaxNewTokensOpt
 from .progress import make_progress
 
+TEXT_LAYER_HELP = ("Give a PDF page's own text layer to the model as an anchor when it has a usable one (the output "
+                   "says which path was taken).")
 
-def run_batch(task, engine, batch: BatchSettings, fmt: str, suffix: str) -> None:
-    """Runs a document command through the core and turns its report into the exit code."""
+
+def cli_hooks() -> Hooks:
+    """How a document command talks to its user: errors and notes on stderr, progress, model loading times."""
     loading: dict[str, float] = {}
 
     def before_load(engine) -> None:
@@ -72,9 +39,16 @@ def run_batch(task, engine, batch: BatchSettings, fmt: str, suffix: str) -> None
         seconds = time.perf_counter() - loading.get("start", time.perf_counter())
         note(f"model ready in {seconds:.1f} s: " + ", ".join(f"{k}={v}" for k, v in engine.describe().items()))
 
-    hooks = Hooks(error=report_error, note=note, progress=lambda total: make_progress(total, state["quiet"]),
-                  before_load=before_load, loaded=loaded)
-    report = run_documents(task, engine, batch, fmt, suffix, hooks)
+    return Hooks(error=report_error, note=note, progress=lambda total: make_progress(total, state["quiet"]),
+                 before_load=before_load, loaded=loaded)
+
+
+def run_command(command: DocumentCommand) -> None:
+    """Assembles the command, runs it, and turns its report into the exit code."""
+    hooks = cli_hooks()
+    assembly = assemble(command, hooks=hooks)
+    batch = assembly.batch
+    report = assembly.run(hooks)
     counts = (f"{report.done} done, {len(report.failures)} failed, {report.skipped} skipped, "
               f"{report.pages} pages in {report.seconds:.1f} s")
     if report.fatal is not None:
@@ -90,8 +64,8 @@ def run_batch(task, engine, batch: BatchSettings, fmt: str, suffix: str) -> None
         raise typer.Exit(int(code))
 
 
+@with_groups(engine=ENGINE, documents=DOCUMENTS, tiles=TILES, batch=BATCH, prompts=PROMPTS, loop=LOOPS)
 def ocr(
-    paths: list[str] = PathsArg,
     fmt: Optional[str] = typer.Option(None, "--format", "-f", help="markdown, text (pages split by form feeds), "
                                       "jsonl (one record per page), pdf (the document with an invisible text layer "
                                       "at its lines; needs -o) or hocr. Default: markdown for one document or "
@@ -102,24 +76,10 @@ def ocr(
     redo_ocr: bool = typer.Option(False, "--redo-ocr", help="With lines: a PDF page whose text is all invisible (an "
                                   "earlier OCR layer) is located anew, and in --format pdf its old layer is "
                                   "replaced by ours. Pages with visible text are always left as they are."),
-    text_layer: bool = typer.Option(True, "--text-layer/--no-text-layer",
-                                    help="Give a PDF page's own text layer to the model as an anchor when it has "
-                                         "a usable one (the output says which path was taken)."),
-    model: str = ModelOpt, device: str = DeviceOpt, dtype: str = DtypeOpt,
-    pages: Optional[str] = PagesOpt, password: Optional[str] = PasswordOpt, frames: Optional[str] = FramesOpt,
-    min_tiles: Optional[int] = MinTilesOpt, max_tiles: Optional[int] = MaxTilesOpt,
+    text_layer: bool = typer.Option(True, "--text-layer/--no-text-layer", help=TEXT_LAYER_HELP),
     max_new_tokens: int = MaxNewTokensOpt,
-    output: Optional[Path] = OutputOpt, include: list[str] = IncludeOpt, exclude: list[str] = ExcludeOpt,
-    force: bool = ForceOpt, retry_failed: bool = RetryOpt, wait: bool = WaitOpt,
-    batch_size: Optional[int] = BatchOpt, batch_tiles: Optional[int] = BatchTilesOpt,
-    awq_kernel: str = AwqKernelOpt,
-    engine_name: str = EngineOpt, servers: list[str] = ServerOpt, concurrency: int = ConcurrencyOpt,
-    request_timeout: float = TimeoutOpt, api_key: Optional[str] = ApiKeyOpt, tensor_parallel: int = TensorParallelOpt,
-    data_parallel: int = DataParallelOpt, render_workers: Optional[int] = RenderWorkersOpt,
-    prompt: Optional[str] = PromptOpt, anchored_prompt: Optional[str] = AnchoredPromptOpt,
-    system: Optional[str] = SystemOpt, no_system: bool = NoSystemOpt,
-    loop_stop: bool = LoopStopOpt, loop_repeats: int = LoopRepeatsOpt, loop_tokens: int = LoopTokensOpt,
-    loop_chars: int = LoopCharsOpt, loop_lines: int = LoopLinesOpt, loop_line_chars: int = LoopLineCharsOpt,
+    *, engine: EngineOptions, documents: DocumentOptions, tiles: TileOptions, batch: BatchSettings,
+    prompts: PromptOptions, loop: LoopOptions,
 ) -> None:
     """Transcribe PDFs and images to markdown or text, page by page.
 
@@ -130,49 +90,20 @@ def ocr(
       internvl ocr report.pdf --pages 1-3 --max-tiles 6
       internvl ocr inbox/ -o out/        # cron: reruns skip what is done
     """
-    from ..tasks.ocr import FORMATS, PLACED_FORMATS, OcrTask
-    from ..tasks.prompts import prompt_set, resolve_system
-
     with exit_on_error():
-        batch = BatchSettings(paths, output, include, exclude, force, retry_failed, wait, batch_size, batch_tiles,
-                              render_workers=render_workers)
-        fmt = fmt or ocr_format_for(output) or ("markdown" if output or count_docs(paths) == 1 else "jsonl")
-        check_choice("--format", fmt, FORMATS)
-        if fmt == "pdf" and output is None:
-            raise UsageError("--format pdf writes files: give -o FILE.pdf (one document) or -o DIR")
-        check_common(pages, max_new_tokens, frames)
-        prompts = prompt_set("ocr", prompt, anchored_prompt)  # a bad prompt fails before the model loads
-        loop = loop_rule(loop_stop, loop_repeats, loop_tokens, loop_chars, loop_lines, loop_line_chars)
-        system_text = resolve_system(system, no_system)
-        engine = open_engine(model, device, dtype, engine_settings(
-            engine_name, servers, concurrency, request_timeout, tensor_parallel, data_parallel, api_key=api_key),
-            awq_kernel)
-        options = page_options(engine, pages, password, min_tiles, max_tiles, max_new_tokens, frames, loop,
-                               system_text)
-        suffix = {"markdown": ".md", "text": ".txt", "jsonl": ".jsonl", "pdf": ".pdf", "hocr": ".hocr"}[fmt]
-        task = OcrTask(options, engine.model_id, use_text_layer=text_layer, prompts=prompts,
-                       lines=lines or redo_ocr or fmt in PLACED_FORMATS, redo_ocr=redo_ocr)
-        run_batch(task, engine, batch, fmt, suffix)
+        run_command(DocumentCommand("ocr", batch, engine, documents, tiles, prompts, loop, fmt=fmt,
+                                    text_layer=text_layer, max_new_tokens=max_new_tokens, lines=lines,
+                                    redo_ocr=redo_ocr))
 
 
+@with_groups(engine=ENGINE, documents=DOCUMENTS, tiles=TILES, batch=BATCH,
+             prompts=PROMPTS.without("anchored_prompt"), loop=LOOPS)
 def chart(
-    paths: list[str] = PathsArg,
     fmt: str = typer.Option("csv", "--format", "-f", help="csv, markdown, or json (one object per chart with "
                             "columns and rows)."),
-    model: str = ModelOpt, device: str = DeviceOpt, dtype: str = DtypeOpt,
-    pages: Optional[str] = PagesOpt, password: Optional[str] = PasswordOpt, frames: Optional[str] = FramesOpt,
-    min_tiles: Optional[int] = MinTilesOpt, max_tiles: Optional[int] = MaxTilesOpt,
     max_new_tokens: int = MaxNewTokensOpt,
-    output: Optional[Path] = OutputOpt, include: list[str] = IncludeOpt, exclude: list[str] = ExcludeOpt,
-    force: bool = ForceOpt, retry_failed: bool = RetryOpt, wait: bool = WaitOpt,
-    batch_size: Optional[int] = BatchOpt, batch_tiles: Optional[int] = BatchTilesOpt,
-    awq_kernel: str = AwqKernelOpt,
-    engine_name: str = EngineOpt, servers: list[str] = ServerOpt, concurrency: int = ConcurrencyOpt,
-    request_timeout: float = TimeoutOpt, api_key: Optional[str] = ApiKeyOpt, tensor_parallel: int = TensorParallelOpt,
-    data_parallel: int = DataParallelOpt, render_workers: Optional[int] = RenderWorkersOpt,
-    prompt: Optional[str] = PromptOpt, system: Optional[str] = SystemOpt, no_system: bool = NoSystemOpt,
-    loop_stop: bool = LoopStopOpt, loop_repeats: int = LoopRepeatsOpt, loop_tokens: int = LoopTokensOpt,
-    loop_chars: int = LoopCharsOpt, loop_lines: int = LoopLinesOpt, loop_line_chars: int = LoopLineCharsOpt,
+    *, engine: EngineOptions, documents: DocumentOptions, tiles: TileOptions, batch: BatchSettings,
+    prompts: PromptOptions, loop: LoopOptions,
 ) -> None:
     """Turn charts (images or PDF pages) into data tables.
 
@@ -185,29 +116,15 @@ def chart(
       internvl chart figure.png --format csv > data.csv
       internvl chart report.pdf --pages 4 --format markdown
     """
-    from ..tasks.chart import FORMATS, ChartTask
-    from ..tasks.prompts import prompt_set, resolve_system
-
     with exit_on_error():
-        batch = BatchSettings(paths, output, include, exclude, force, retry_failed, wait, batch_size, batch_tiles,
-                              render_workers=render_workers)
-        check_choice("--format", fmt, FORMATS)
-        check_common(pages, max_new_tokens, frames)
-        prompts = prompt_set("chart", prompt)
-        loop = loop_rule(loop_stop, loop_repeats, loop_tokens, loop_chars, loop_lines, loop_line_chars)
-        system_text = resolve_system(system, no_system)
-        engine = open_engine(model, device, dtype, engine_settings(
-            engine_name, servers, concurrency, request_timeout, tensor_parallel, data_parallel, api_key=api_key),
-            awq_kernel)
-        options = page_options(engine, pages, password, min_tiles, max_tiles, max_new_tokens, frames, loop,
-                               system_text)
-        suffix = {"csv": ".csv", "markdown": ".md", "json": ".jsonl"}[fmt]
-        run_batch(ChartTask(options, engine.model_id, prompts=prompts), engine, batch, fmt, suffix)
+        run_command(DocumentCommand("chart", batch, engine, documents, tiles, prompts, loop, fmt=fmt,
+                                    max_new_tokens=max_new_tokens))
 
 
+@with_groups(engine=ENGINE, documents=DOCUMENTS, tiles=TILES.without("min_tiles"), batch=BATCH, prompts=PROMPTS,
+             loop=LOOPS)
 def extract(
     ctx: typer.Context,
-    paths: list[str] = PathsArg,
     schema: str = typer.Option(..., "--schema", "-s", help="A JSON Schema: a file, the name of a shipped one "
                                "(`internvl schemas`: invoice, receipt, key_value), inline JSON ('{\"type\": ...}'), "
                                "or a concise field list: 'vendor, total float: grand total, date date, due date?, "
@@ -222,20 +139,9 @@ def extract(
                                      "(fewer tiles per page as pages grow)."),
     text_layer: bool = typer.Option(True, "--text-layer/--no-text-layer",
                                     help="Give a PDF's text layer to the model as an anchor."),
-    model: str = ModelOpt, device: str = DeviceOpt, dtype: str = DtypeOpt,
-    pages: Optional[str] = PagesOpt, password: Optional[str] = PasswordOpt, frames: Optional[str] = FramesOpt,
-    max_tiles: Optional[int] = MaxTilesOpt, max_new_tokens: int = MaxNewTokensOpt,
-    output: Optional[Path] = OutputOpt, include: list[str] = IncludeOpt, exclude: list[str] = ExcludeOpt,
-    force: bool = ForceOpt, retry_failed: bool = RetryOpt, wait: bool = WaitOpt,
-    batch_size: Optional[int] = BatchOpt, batch_tiles: Optional[int] = BatchTilesOpt,
-    awq_kernel: str = AwqKernelOpt,
-    engine_name: str = EngineOpt, servers: list[str] = ServerOpt, concurrency: int = ConcurrencyOpt,
-    request_timeout: float = TimeoutOpt, api_key: Optional[str] = ApiKeyOpt, tensor_parallel: int = TensorParallelOpt,
-    data_parallel: int = DataParallelOpt, render_workers: Optional[int] = RenderWorkersOpt,
-    prompt: Optional[str] = PromptOpt, anchored_prompt: Optional[str] = AnchoredPromptOpt,
-    system: Optional[str] = SystemOpt, no_system: bool = NoSystemOpt,
-    loop_stop: bool = LoopStopOpt, loop_repeats: int = LoopRepeatsOpt, loop_tokens: int = LoopTokensOpt,
-    loop_chars: int = LoopCharsOpt, loop_lines: int = LoopLinesOpt, loop_line_chars: int = LoopLineCharsOpt,
+    max_new_tokens: int = MaxNewTokensOpt,
+    *, engine: EngineOptions, documents: DocumentOptions, tiles: TileOptions, batch: BatchSettings,
+    prompts: PromptOptions, loop: LoopOptions,
 ) -> None:
     """Extract one schema-valid JSON record per document.
 
@@ -255,34 +161,14 @@ def extract(
       internvl extract receipt.jpg --schema 'shop, total float, date date'
       internvl schemas show invoice      # print a shipped schema to start your own
     """
-    from ..engine.base import Sampling
-    from ..schema.loading import load_schema
-    from ..tasks.extract import ExtractOptions, ExtractTask, answer_budget
-    from ..tasks.prompts import prompt_set, resolve_system
-
     with exit_on_error():
-        batch = BatchSettings(paths, output, include, exclude, force, retry_failed, wait, batch_size, batch_tiles,
-                              render_workers=render_workers)
-        check_common(pages, max_new_tokens, frames)
-        if votes < 1 or window_pages < 1 or window_tiles < 1:
-            raise UsageError("--votes, --window-pages and --window-tiles must be at least 1")
-        loaded = load_schema(schema)  # a bad schema fails before any model is loaded
-        prompts = prompt_set("extract", prompt, anchored_prompt)
-        loop = loop_rule(loop_stop, loop_repeats, loop_tokens, loop_chars, loop_lines, loop_line_chars)
-        system_text = resolve_system(system, no_system)
-        # a budget the user chose (flag, environment or config file) is kept; the default grows to fit the schema
-        explicit = ctx.get_parameter_source("max_new_tokens").name in ("COMMANDLINE", "ENVIRONMENT", "DEFAULT_MAP")
-        budget, notes = answer_budget(loaded, max_new_tokens, explicit)
-        engine = open_engine(model, device, dtype, engine_settings(
-            engine_name, servers, concurrency, request_timeout, tensor_parallel, data_parallel,
-            max_images=window_pages, api_key=api_key), awq_kernel)
-        options = ExtractOptions(
-            tiling=engine.tiling.with_limits(None, max_tiles),
-            sampling=Sampling(max_new_tokens=budget, loop=loop),
-            window_pages=window_pages, window_tiles=window_tiles, votes=votes, password=password, pages=pages,
-            use_text_layer=text_layer, frames=frames, system=system_text)
-        task = ExtractTask(options, loaded, engine.model_id, prompts=prompts)
-        for message in notes + task.preflight(engine.context_length):
-            note(message)
-        fmt = "data" if data_only else "record"
-        run_batch(task, engine, batch, fmt, ".json")
+        # values the user chose (flag, environment or config file) are kept; defaults are sized to the schema
+        # (the answer budget) and to the model's context (the window)
+        given = {name: ctx.get_parameter_source(name).name in ("COMMANDLINE", "ENVIRONMENT", "DEFAULT_MAP")
+                 for name in ("max_new_tokens", "window_pages", "window_tiles")}
+        window = (window_pages, window_tiles) if given["window_pages"] or given["window_tiles"] else (None, None)
+        choices = ExtractOptions(schema=schema, data_only=data_only, votes=votes, window_pages=window[0],
+                                 window_tiles=window[1])
+        run_command(DocumentCommand("extract", batch, engine, documents, tiles, prompts, loop, choices,
+                                    text_layer=text_layer,
+                                    max_new_tokens=max_new_tokens if given["max_new_tokens"] else None))

@@ -23,9 +23,6 @@ from .options import (
     PasswordOpt,
     PathsArg,
     SystemOpt,
-    check_choice,
-    check_common,
-    open_engine,
 )
 
 
@@ -68,7 +65,7 @@ def inspect(
       internvl inspect bill.pdf --prompt my-extract.md --task extract --schema invoice --no-system
     """
     from ..documents.inspection import inspect_pages
-    from ..documents.tiling import TilingConfig
+    from ..runs.assembly import DocumentOptions, TileOptions, check_pages, tiling_for
     from ..runs.batch import find_documents
 
     with exit_on_error():
@@ -76,9 +73,8 @@ def inspect(
             return _inspect_prompts(paths, prompt, anchored_prompt, task_name, schema, system, no_system,
                                     text_layer, model or DEFAULT_MODEL, pages, password, frames, min_tiles,
                                     max_tiles, max_new_tokens, as_json)
-        check_common(pages, 1, frames)
-        base = open_engine(model, "cpu", "auto").tiling if model else TilingConfig()
-        tiling = base.with_limits(min_tiles, max_tiles)
+        check_pages(DocumentOptions(pages, password, frames))
+        tiling = tiling_for(model, TileOptions(min_tiles, max_tiles))
         found = find_documents(paths, hooks=Hooks(error=report_error, note=note))
         failed: list[InternVLError] = list(found.errors)
         rows = []
@@ -96,50 +92,24 @@ def inspect(
 
 def _inspect_prompts(paths, prompt, anchored_prompt, task_name, schema, system, no_system, text_layer, model,
                      pages, password, frames, min_tiles, max_tiles, max_new_tokens, as_json) -> None:
-    """`inspect --prompt`: builds the command's task as the command would and prints each unit's prompt."""
-    from ..engine.base import Sampling
-    from ..runs.batch import find_documents
+    """`inspect --prompt`: the command's task, assembled as the command would, and each unit's prompt."""
+    from ..runs.assembly import (DocumentCommand, DocumentOptions, EngineOptions, ExtractOptions, PromptOptions,
+                                 TileOptions, assemble, check_choice)
+    from ..runs.batch import BatchSettings
     from ..runs.preview import preview_prompts
-    from ..tasks.prompts import SHIPPED, prompt_set, resolve_system
+    from ..tasks.prompts import SHIPPED
 
     shipped = SHIPPED.get(prompt)
     command = task_name or (shipped[0] if shipped else "ocr")
     check_choice("--task", command, ("ocr", "chart", "extract"))
     if shipped and task_name and shipped[0] != task_name:
         raise UsageError(f"--prompt {prompt} is a prompt of `{shipped[0]}`, not of `{task_name}`")
-    check_common(pages, max_new_tokens, frames)
-    prompts = prompt_set(command, prompt, anchored_prompt)
-    system_text = resolve_system(system, no_system)
-    loaded = None
-    if command == "extract":
-        if schema is None:
-            raise UsageError("extract prompts need --schema (its fields go into the prompt)")
-        from ..schema.loading import load_schema
-
-        loaded = load_schema(schema)
-    engine = open_engine(model, "cpu", "auto")
-    sampling = Sampling(max_new_tokens=max_new_tokens)
-    if command == "extract":
-        from ..tasks.extract import ExtractOptions, ExtractTask
-
-        options = ExtractOptions(tiling=engine.tiling.with_limits(None, max_tiles), sampling=sampling,
-                                 password=password, pages=pages, use_text_layer=text_layer, frames=frames,
-                                 system=system_text)
-        task = ExtractTask(options, loaded, engine.model_id, prompts=prompts)
-    else:
-        from ..tasks.pagewise import PageOptions
-
-        options = PageOptions(tiling=engine.tiling.with_limits(min_tiles, max_tiles), sampling=sampling,
-                              password=password, pages=pages, frames=frames, system=system_text)
-        if command == "ocr":
-            from ..tasks.ocr import OcrTask
-
-            task = OcrTask(options, engine.model_id, use_text_layer=text_layer, prompts=prompts)
-        else:
-            from ..tasks.chart import ChartTask
-
-            task = ChartTask(options, engine.model_id, prompts=prompts)
-    found = find_documents(paths, hooks=Hooks(error=report_error, note=note))
+    assembly = assemble(DocumentCommand(
+        command, BatchSettings(paths), EngineOptions(model=model), DocumentOptions(pages, password, frames),
+        TileOptions(min_tiles, max_tiles), PromptOptions(prompt, anchored_prompt, system, no_system),
+        extract=ExtractOptions(schema=schema), text_layer=text_layer, max_new_tokens=max_new_tokens),
+        hooks=Hooks(error=report_error, note=note), preview=True)
+    task, engine, found = assembly.task, assembly.engine, assembly.found
     failed: list[InternVLError] = list(found.errors)
     shown = 0
     for path in [doc.path for doc in found.docs]:

@@ -204,74 +204,17 @@ DataParallelOpt = typer.Option(1, "--data-parallel-size", min=1, help="With --en
                                "as a server, see README (several GPUs on one machine).")
 
 
-def engine_settings(engine: str, servers: list[str], concurrency: int, request_timeout: float,
-                     tensor_parallel: int, data_parallel: int, max_images: int = 1, api_key: str | None = None):
-    from ..engine import EngineSettings
+def check_common(pages: Optional[str], max_new_tokens: int, frames: Optional[str] = None) -> None:
+    """Usage errors surface before the (slow) model load (the assembly's check, for commands beside it)."""
+    from ..runs.assembly import DocumentOptions, check_pages
 
-    return EngineSettings(kind=engine, servers=list(servers), concurrency=concurrency,
-                          request_timeout=request_timeout, tensor_parallel_size=tensor_parallel,
-                          data_parallel_size=data_parallel, max_images=max_images, api_key=api_key or None)
-
-
-def open_engine(model: str, device: str, dtype: str, settings=None, awq_kernel: str | None = None):
-    """Resolves the checkpoint and reads its configs; the weights load only once there is work to do
-    (`awq_kernel` None: they never will, as for `inspect`)."""
-    from ..engine import load_engine
-
-    return load_engine(model, device=device, dtype=dtype, settings=settings, awq_kernel=awq_kernel)
-
-
-def ocr_format_for(output: Optional[Path]) -> Optional[str]:
-    """`-o page.txt` asks for text as surely as `--format text` does."""
-    from ..runs.outputs import names_a_file
-
-    if output is None or not names_a_file(output):
-        return None
-    return {".md": "markdown", ".markdown": "markdown", ".txt": "text", ".jsonl": "jsonl", ".pdf": "pdf",
-            ".hocr": "hocr"}.get(output.suffix.lower())
-
-
-def count_docs(paths: list[str]) -> int:
-    """How many documents a command will see before any model is loaded (stdin lists count as many)."""
-    return 2 if paths == ["-"] or len(paths) != 1 or Path(paths[0]).is_dir() else 1
+    check_pages(DocumentOptions(pages=pages, frames=frames), max_new_tokens)
 
 
 def check_choice(option: str, value: str, choices) -> None:
-    if value not in choices:
-        raise UsageError(f"{option} must be one of {', '.join(choices)}")
+    from ..runs.assembly import check_choice as check
 
-
-def check_common(pages: Optional[str], max_new_tokens: int, frames: Optional[str] = None) -> None:
-    """Usage errors surface before the (slow) model load."""
-    from ..documents.pages import check_frames, parse_page_ranges
-
-    parse_page_ranges(pages)
-    check_frames(frames)
-    if max_new_tokens < 1:
-        raise UsageError("--max-new-tokens must be at least 1")
-
-
-def page_options(engine, pages, password, min_tiles, max_tiles, max_new_tokens, frames=None,
-                  loop: LoopRule = LoopRule(), system: Optional[str] = None):
-    from ..engine.base import Sampling
-    from ..tasks.pagewise import PageOptions
-
-    return PageOptions(tiling=engine.tiling.with_limits(min_tiles, max_tiles),
-                       sampling=Sampling(max_new_tokens=max_new_tokens, loop=loop), password=password, pages=pages,
-                       frames=frames, system=system)
-
-
-def loop_rule(stop: bool, repeats: int, tokens: int, chars: int, lines: int, line_chars: int) -> LoopRule:
-    try:
-        return LoopRule(min_repeats=repeats, max_tokens=tokens, max_chars=chars, max_lines=lines,
-                        max_line_chars=line_chars, enabled=stop)
-    except ValueError as exc:
-        option = {"min_repeats": "--loop-repeats", "max_tokens": "--loop-tokens", "max_chars": "--loop-chars",
-                  "max_lines": "--loop-lines", "max_line_chars": "--loop-line-chars"}
-        message = str(exc)
-        for field_name, flag in option.items():
-            message = message.replace(f"LoopRule.{field_name}", flag)
-        raise UsageError(message) from None
+    check(option, value, choices)
 
 
 

@@ -20,7 +20,7 @@ from ..errors import ExitCode, InternVLError, UsageError
 from ..documents.inputs import Discovery, discover
 from .outputs import names_a_file
 from .runner import DocumentFailure, Progress, RunOptions, Runner, RunReport
-from ..tasks.base import Task, UnitBudget
+from ..tasks.base import DocumentResult, Task, UnitBudget
 from .writers import FileSink, StdoutSink
 
 
@@ -66,6 +66,7 @@ class Hooks:
     progress: Callable[[int], Progress] | None = None
     before_load: Callable[[Engine], None] = lambda engine: None
     loaded: Callable[[Engine], None] = lambda engine: None
+    result: Callable[[Path, DocumentResult], None] = lambda path, result: None  # each document as it finishes
 
 
 def find_documents(paths: list[str], include: list[str] | tuple = (), exclude: list[str] | tuple = (),
@@ -92,11 +93,13 @@ def find_documents(paths: list[str], include: list[str] | tuple = (), exclude: l
 
 
 def run_documents(task: Task, engine: Engine, settings: BatchSettings, fmt: str, suffix: str,
-                  hooks: Hooks = Hooks()) -> RunReport:
-    """Runs `task` over the documents named by `settings.paths`; loads the model only if there is work."""
+                  hooks: Hooks = Hooks(), found: Discovery | None = None, stdout: bool = True) -> RunReport:
+    """Runs `task` over the documents named by `settings.paths` (or `found`, discovered from them already);
+    loads the model only if there is work. `stdout` False: without -o, results go only to `hooks.result`."""
     started = time.perf_counter()
-    found = find_documents(settings.paths, settings.include, settings.exclude,
-                           out_dir=settings.output if settings.output_is_directory else None, hooks=hooks)
+    if found is None:
+        found = find_documents(settings.paths, settings.include, settings.exclude,
+                               out_dir=settings.output if settings.output_is_directory else None, hooks=hooks)
     if settings.output_is_file and len(found.docs) + len(found.errors) > 1:
         raise UsageError(f"-o {settings.output} names one file, but {len(found.docs) + len(found.errors)} "
                          "documents were given", hint="pass a directory to -o for several documents")
@@ -106,7 +109,8 @@ def run_documents(task: Task, engine: Engine, settings: BatchSettings, fmt: str,
     with _output_directory(settings, task_fingerprint(task, engine), suffix, hooks) as directory:
         skipped = 0
         if directory is None:
-            sink, docs = (FileSink(settings.output) if settings.output_is_file else StdoutSink()), found.docs
+            sink = FileSink(settings.output) if settings.output_is_file else StdoutSink() if stdout else _NoSink()
+            docs = found.docs
         else:
             plan = directory.plan(found.docs, force=settings.force, retry_failed=settings.retry_failed)
             for error in plan.unreadable:
@@ -115,7 +119,7 @@ def run_documents(task: Task, engine: Engine, settings: BatchSettings, fmt: str,
             sink, docs, skipped = directory, plan.todo, len(plan.skipped)
             if skipped:
                 hooks.note(f"{skipped} documents already done (use --force to redo them)")
-        sink = _ReportingSink(sink, hooks.error)
+        sink = _ReportingSink(sink, hooks.error, hooks.result)
         docs, unreadable = _check_documents(task, docs, sink)
         if docs:
             hooks.before_load(engine)
@@ -191,16 +195,29 @@ def _run(task, engine, sink, fmt, options, docs, hooks: Hooks) -> RunReport:
 class _ReportingSink:
     """Reports each failed document as it happens, then delegates."""
 
-    def __init__(self, inner, on_error: Callable[[InternVLError], None]):
+    def __init__(self, inner, on_error: Callable[[InternVLError], None],
+                 on_result: Callable[[Path, DocumentResult], None] = lambda path, result: None):
         self.inner = inner
         self.on_error = on_error
+        self.on_result = on_result
 
     def emit(self, path, result, rendered) -> None:
         self.inner.emit(path, result, rendered)
+        self.on_result(path, result)
 
     def fail(self, path, error) -> None:
         self.inner.fail(path, error)  # recorded first: a closed stderr must not cost the ledger its row
         self.on_error(error)
+
+
+class _NoSink:
+    """A library run without an output: results reach the caller through `Hooks.result` alone."""
+
+    def emit(self, path, result, rendered) -> None:
+        pass
+
+    def fail(self, path, error) -> None:
+        pass
 
 
 def task_fingerprint(task: Task, engine: Engine) -> dict:

@@ -12,7 +12,9 @@ from .tables import normalise_numbers, parse_table, table_grammar
 from .base import DocumentResult, json_line
 from .pagewise import PageTask
 
-FORMATS = ("csv", "markdown", "json")
+# format -> output file suffix (-o DIR): json is one object per chart, a line each
+SUFFIXES = {"csv": ".csv", "markdown": ".md", "json": ".jsonl"}
+FORMATS = tuple(SUFFIXES)
 
 
 class ChartTask(PageTask):

@@ -24,6 +24,9 @@ MAX_FIELD_DEPTH = 8
 # An answer the full schema rejects (the grammar enforces only part of some schemas) is tried again, sampled.
 MAX_RETRIES = 2
 CHARS_PER_TOKEN = 4  # a generous average, so estimates err towards "it fits"
+# format -> output file suffix (-o DIR): whole records, or only the data of valid ones (--data-only)
+SUFFIXES = {"record": ".json", "data": ".json"}
+FORMATS = tuple(SUFFIXES)
 
 
 @dataclass
@@ -83,10 +86,7 @@ class ExtractTask(DocumentTask):
             notes.append(f"schema {self.schema.name}: the prompt lists {self.fields_listed} of "
                          f"{self.fields_total} fields (descriptions shortened to fit; the schema still applies)")
         if context_length:
-            images = self.max_image_tokens()
-            template = max(len(self.prompts.plain.text), len(self.prompts.anchored.text) if self.prompts.anchored else 0)
-            text = math.ceil((template + len(self.fields) + MAX_ANCHOR_CHARS + 200) / CHARS_PER_TOKEN)
-            shortest = math.ceil((self.schema.shortest or 1) / CHARS_PER_TOKEN)
+            images, text, shortest = self.max_image_tokens(), self._text_tokens(), self._shortest_tokens()
             if images + text + shortest > context_length:
                 raise UsageError(
                     f"a prompt cannot fit the model's context of {context_length} tokens: up to {images} image "
@@ -99,12 +99,41 @@ class ExtractTask(DocumentTask):
                              f"tokens beside the prompt (up to {images + text} tokens)")
         return notes
 
-    def max_image_tokens(self) -> int:
+    def fit_window(self, context_length: int | None) -> str | None:
+        """Shrinks the window until a prompt fits the context: tiles first (pages keep reading together), then
+        pages. Returns the note that says so, or None when the window already fits (or the context is unknown)."""
+        o = self.options
+        if not context_length or self._fits(o.window_pages, o.window_tiles, context_length):
+            return None
+        for pages in range(o.window_pages, 0, -1):
+            for tiles in range(o.window_tiles, pages - 1, -1):
+                if self._fits(pages, tiles, context_length):
+                    note = (f"the model's context of {context_length} tokens holds a window of {pages} pages and "
+                            f"{tiles} tiles, not {o.window_pages} and {o.window_tiles}: windows sized to fit "
+                            "(--window-pages, --window-tiles)")
+                    self.options = replace(o, window_pages=pages, window_tiles=tiles)
+                    return note
+        return None  # not even one page of one tile fits: preflight says so
+
+    def _fits(self, pages: int, tiles: int, context_length: int) -> bool:
+        images = self.max_image_tokens(pages, tiles)
+        return images + self._text_tokens() + self._shortest_tokens() <= context_length
+
+    def _text_tokens(self) -> int:
+        template = max(len(self.prompts.plain.text), len(self.prompts.anchored.text) if self.prompts.anchored else 0)
+        return math.ceil((template + len(self.fields) + MAX_ANCHOR_CHARS + 200) / CHARS_PER_TOKEN)
+
+    def _shortest_tokens(self) -> int:
+        return math.ceil((self.schema.shortest or 1) / CHARS_PER_TOKEN)
+
+    def max_image_tokens(self, window_pages: int | None = None, window_tiles: int | None = None) -> int:
         """The most image tokens one window can take (each page's share of --window-tiles, plus thumbnails)."""
         tiling = self.options.tiling
+        window_pages = window_pages or self.options.window_pages
+        window_tiles = window_tiles or self.options.window_tiles
         worst = 0
-        for pages in range(1, self.options.window_pages + 1):
-            per_page = max(1, min(tiling.max_tiles, self.options.window_tiles // pages))
+        for pages in range(1, window_pages + 1):
+            per_page = max(1, min(tiling.max_tiles, window_tiles // pages))
             tiles = per_page + (1 if per_page > 1 and tiling.use_thumbnail else 0)
             worst = max(worst, pages * (tiles * tiling.image_seq_length + 2))
         return worst

@@ -13,7 +13,12 @@ from .prompts import PromptSet, prompt_set, shipped_prompt
 
 # A text layer longer than this is cut: it only anchors characters and must not crowd out the image tokens.
 MAX_ANCHOR_CHARS = 4000
-FORMATS = ("markdown", "text", "jsonl", "pdf", "hocr")
+# format -> output file suffix (-o DIR); the CLI and the library read formats from here
+SUFFIXES = {"markdown": ".md", "text": ".txt", "jsonl": ".jsonl", "pdf": ".pdf", "hocr": ".hocr"}
+FORMATS = tuple(SUFFIXES)
+# an -o FILE's ending picks the format as surely as --format does
+FORMAT_OF_SUFFIX = {".md": "markdown", ".markdown": "markdown", ".txt": "text", ".jsonl": "jsonl", ".pdf": "pdf",
+                    ".hocr": "hocr"}
 # Formats that place text on the page, and so need every line's box.
 PLACED_FORMATS = ("pdf", "hocr")
 
