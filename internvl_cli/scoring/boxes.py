@@ -13,6 +13,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from ..tasks.lines import iou
+
 Box = tuple[float, float, float, float]
 IOU_HIT = 0.5
 _ICDAR_LINE = re.compile(r"\s*-?\d+(?:\s*,\s*-?\d+){7}\s*,")
@@ -39,16 +41,6 @@ def parse_icdar(text: str) -> list[TruthLine]:
         xs, ys = [float(v) for v in parts[0:8:2]], [float(v) for v in parts[1:8:2]]
         parsed.append(TruthLine((min(xs), min(ys), max(xs), max(ys)), parts[8].strip() if len(parts) > 8 else ""))
     return parsed
-
-
-def iou(a: Box, b: Box) -> float:
-    width = min(a[2], b[2]) - max(a[0], b[0])
-    height = min(a[3], b[3]) - max(a[1], b[1])
-    if width <= 0 or height <= 0:
-        return 0.0
-    inter = width * height
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def box_hits(truth: list[Box], predicted: list[Box]) -> int:
