@@ -14,7 +14,8 @@ from internvl_cli.tasks.prompts import PromptTemplate, anchor_paragraphs, prompt
 def test_prompts_lists_the_shipped_ones_with_their_placeholders(cli):
     code, out, _ = cli("prompts", "--json")
     rows = {row["name"]: row for row in map(json.loads, out.splitlines())}
-    assert code == 0 and set(rows) == {"ocr", "ocr-anchored", "chart", "extract", "extract-anchored"}
+    assert code == 0 and set(rows) == {"ocr", "ocr-anchored", "chart", "extract", "extract-anchored", "ground"}
+    assert rows["ground"]["placeholders"] == ["line"] and rows["ground"]["option"] == "--lines"
     assert rows["ocr-anchored"]["placeholders"] == ["text_layer"]
     assert rows["extract-anchored"]["placeholders"] == ["fields", "page_note", "text_layer"]
     assert rows["chart"]["placeholders"] == [] and rows["ocr"]["option"] == "--prompt"

@@ -196,6 +196,8 @@ def assemble(command: DocumentCommand, engine: Engine | None = None, hooks: Hook
     if engine is None:
         engine = open_engine(command.engine, max_images=window_pages if schema is not None else 1,
                              tokenizer_only=preview)
+        if preview:  # `--engine auto` shows the prompts of the engine a run of unknown length would take
+            engine = engine.settle(lambda: None)
     sampling = Sampling(max_new_tokens=budget, loop=loop)
     task = _task(command, engine, sampling, prompts, system, schema)
     if schema is not None:

@@ -146,8 +146,10 @@ def list_prompts() -> list[dict]:
     for name, (command, variant, purpose) in SHIPPED.items():
         template = shipped_prompt(name)
         pages = "pages with a PDF text layer" if variant == "anchored" else "pages read from the image"
-        rows.append({"name": name, "command": command, "option": "--anchored-prompt" if variant == "anchored"
-                     else "--prompt", "pages": pages, "placeholders": sorted(template.placeholders),
+        option = "--anchored-prompt" if variant == "anchored" else "--prompt"
+        if command == "ground":  # asked by ocr itself after each page (--lines), not replaceable by an option
+            command, option = "ocr", "--lines"
+        rows.append({"name": name, "command": command, "option": option, "pages": pages, "placeholders": sorted(template.placeholders),
                      "purpose": purpose})
     return rows
 
