@@ -2,15 +2,12 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
-from typing import Optional
 
 import typer
 
 from ..decoding.repetition import LoopRule
 from ..engine.auto import VLLM_WORTH_PAGES
 from ..engine.base import DEFAULT_MAX_NEW_TOKENS
-from ..errors import UsageError
 from ..models.presets import DEFAULT_MODEL
 
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
@@ -202,20 +199,6 @@ TensorParallelOpt = typer.Option(1, "--tensor-parallel-size", min=1, help="With 
 
 DataParallelOpt = typer.Option(1, "--data-parallel-size", min=1, help="With --engine vllm: replicas; vLLM runs these only "
                                "as a server, see README (several GPUs on one machine).")
-
-
-def check_common(pages: Optional[str], max_new_tokens: int, frames: Optional[str] = None) -> None:
-    """Usage errors surface before the (slow) model load (the assembly's check, for commands beside it)."""
-    from ..runs.assembly import DocumentOptions, check_pages
-
-    check_pages(DocumentOptions(pages=pages, frames=frames), max_new_tokens)
-
-
-def check_choice(option: str, value: str, choices) -> None:
-    from ..runs.assembly import check_choice as check
-
-    check(option, value, choices)
-
 
 
 # -- internvl eval ------------------------------------------------------------------------------------

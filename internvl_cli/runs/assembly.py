@@ -199,7 +199,7 @@ def assemble(command: DocumentCommand, engine: Engine | None = None, hooks: Hook
         if preview:  # `--engine auto` shows the prompts of the engine a run of unknown length would take
             engine = engine.settle(lambda: None)
     sampling = Sampling(max_new_tokens=budget, loop=loop)
-    task = _task(command, engine, sampling, prompts, system, schema)
+    task = _task(command, fmt, engine, sampling, prompts, system, schema)
     if schema is not None:
         if options.window_pages is None and options.window_tiles is None:
             fitted = task.fit_window(engine.context_length)
@@ -294,7 +294,7 @@ def _schema(schema: str | LoadedSchema) -> LoadedSchema:
     return load_schema(schema)
 
 
-def _task(command: DocumentCommand, engine: Engine, sampling: Sampling, prompts, system: str | None,
+def _task(command: DocumentCommand, fmt: str, engine: Engine, sampling: Sampling, prompts, system: str | None,
           schema: LoadedSchema | None) -> Task:
     """The command's task, its tiling from the checkpoint's info within the given limits."""
     documents, tiles = command.documents, command.tiles
@@ -318,7 +318,7 @@ def _task(command: DocumentCommand, engine: Engine, sampling: Sampling, prompts,
         from ..tasks.ocr import PLACED_FORMATS, OcrTask
 
         return OcrTask(settings, engine.model_id, use_text_layer=command.text_layer, prompts=prompts,
-                       lines=command.lines or command.redo_ocr or _format(command) in PLACED_FORMATS,
+                       lines=command.lines or command.redo_ocr or fmt in PLACED_FORMATS,
                        redo_ocr=command.redo_ocr)
     from ..tasks.chart import ChartTask
 
