@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -157,14 +158,8 @@ def test_a_scanned_pdf_becomes_searchable_with_its_pages_untouched(cli, tiny_mod
     with pikepdf.open(output) as pdf, pikepdf.open(scan) as original:
         images = [image.read_raw_bytes() for image in pdf.pages[0].get_images().values()]
         assert images and images == [image.read_raw_bytes() for image in original.pages[0].get_images().values()]
-    if shutil_which("qpdf"):
+    if shutil.which("qpdf"):
         assert subprocess.run(["qpdf", "--check", str(output)], capture_output=True).returncode == 0
-
-
-def shutil_which(name: str) -> str | None:
-    import shutil
-
-    return shutil.which(name)
 
 
 def test_an_image_becomes_a_one_page_pdf_at_its_resolution(cli, tiny_model, tmp_path, monkeypatch):
