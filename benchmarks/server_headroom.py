@@ -45,6 +45,15 @@ def input_folder(documents: int, pages: int) -> Path:
     return folder
 
 
+def check_imports_from(code: Path) -> None:
+    """Fails unless a client started as run_client starts it imports the package from `code`."""
+    env = {**os.environ, "PYTHONPATH": str(code)}
+    found = subprocess.run([sys.executable, "-c", "import internvl_cli; print(internvl_cli.__file__)"], env=env,
+                           cwd=code, check=True, capture_output=True, text=True).stdout.strip()
+    if not Path(found).resolve().is_relative_to(code.resolve()):
+        raise SystemExit(f"a client meant to run {code} imports {found}")
+
+
 def run_client(code: Path, inputs: Path, server: str, extra: list[str], concurrency: int) -> tuple[float, float, int]:
     """(wall seconds, CPU seconds of the client and its children, exit code) of one fresh run."""
     out = Path(tempfile.mkdtemp(prefix="headroom-out-"))
@@ -52,7 +61,9 @@ def run_client(code: Path, inputs: Path, server: str, extra: list[str], concurre
     command = [sys.executable, "-m", "internvl_cli.cli", "-q", "ocr", str(inputs), "-o", str(out / "o"),
                "--engine", "server", "--server", server, "--model", MODEL, "--concurrency", str(concurrency), *extra]
     started = time.perf_counter()
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # cwd is the code's own folder: `python -m` puts the working directory first on sys.path, so started from
+    # this checkout every variant would import this checkout's package whatever PYTHONPATH says.
+    process = subprocess.Popen(command, env=env, cwd=code, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - started
     stderr = process.stderr.read().decode("utf-8", "replace") if process.stderr else ""
@@ -68,7 +79,7 @@ def profile(code: Path, inputs: Path, server: str, extra: list[str], top: int) -
     env = {**os.environ, "PYTHONPATH": f"{code}{os.pathsep}{REPO / 'benchmarks'}", "INTERNVL_REQUIRE_VLLM": "0"}
     command = [sys.executable, str(REPO / "benchmarks" / "_profiled.py"), str(top), "-q", "ocr", str(inputs),
                "-o", str(out / "o"), "--engine", "server", "--server", server, "--model", MODEL, *extra]
-    result = subprocess.run(command, env=env, capture_output=True, text=True)
+    result = subprocess.run(command, env=env, cwd=code, capture_output=True, text=True)
     shutil.rmtree(out, ignore_errors=True)
     return result.stdout + (result.stderr[-500:] if result.returncode not in (0, 1) else "")
 
@@ -91,6 +102,8 @@ def main() -> None:
     variants += [(f"this checkout, {n} render worker{'s' if n != '1' else ''}", REPO, ["--render-workers", n])
                  for n in args.workers.split(",") if n]
     print(f"# {machine_note()}; {total} pages ({args.documents} PDFs x {args.pages}), --concurrency {args.concurrency}")
+    for _, code, _ in variants:
+        check_imports_from(code)
     figures: dict[str, list[tuple[float, float]]] = {name: [] for name, _, _ in variants}
     with FakeServer() as server:
         run_client(base, inputs, server.url, ["--pages", "1"], args.concurrency)  # warm the page cache
