@@ -30,7 +30,7 @@ from ..errors import InputFileError, InternVLError, PasswordError, UsageError
 # than `--concurrency` keeps in flight, and a fraction of the ~7 MB rasters each in-flight page used to hold.
 RENDER_BUDGET_BYTES = 256 * 2**20
 MAX_RENDER_WORKERS = 256
-ENCODE_THREADS = 2  # with 0 or 1 render workers: zlib runs beside MuPDF, on the other core
+ENCODE_THREADS = 2  # with 0 or 1 render workers: deflate (GIL released) runs beside MuPDF, on the other core
 _PARENT_CHECK_SECONDS = 1.0
 _KEPT_OPEN = 4  # documents a worker keeps open (pages of one document arrive together)
 
