@@ -122,6 +122,15 @@ def test_a_page_goes_at_its_grid_size_with_its_tile_budget():
     assert engine.servers[0].url == "http://127.0.0.1:1/v1"
 
 
+def test_the_bytes_sent_are_the_request_body_with_its_pictures_spliced_in():
+    engine = ServerEngine(["127.0.0.1:1"], "tiny")
+    request = GenerationRequest(images=[page_request(900, 300).images[0], page_request(300, 900).images[0]],
+                                text='Read both: "quoted" \u00e9 internvl-picture-', system="Be exact.")
+    sent = json.loads(engine.request_payload(request))
+    assert sent == engine.request_body(request)
+    assert [part["type"] for part in sent["messages"][1]["content"]] == ["image_url", "image_url", "text"]
+
+
 def test_constraints_become_structured_outputs_and_wrap_up_arguments():
     engine = ServerEngine(["http://h:8000/v1"], "tiny")
     schema = {"type": "object", "properties": {"total": {"type": "number"}}, "required": ["total"]}

@@ -8,6 +8,7 @@ it decoded from the PNG it was sent, so an output proves exactly what the server
 from __future__ import annotations
 
 import base64
+import gc
 import hashlib
 import io
 import json
@@ -28,7 +29,7 @@ from PIL import Image
 from awkward import make_broken_page_pdf
 from conftest import SAMPLES
 from internvl_cli.documents.encoded import ByteBudget, encode_png
-from internvl_cli.documents.pages import open_pages
+from internvl_cli.documents.pages import open_pages, pdf_renderer
 from internvl_cli.documents.tiling import TilingConfig, prepare_page
 from internvl_cli.errors import InputFileError
 from internvl_cli.runs.render_pool import RenderPool
@@ -94,6 +95,19 @@ def test_our_png_decodes_to_the_very_pixels_given():
     for pixels in (noise, rendered, np.zeros((1, 1, 3), np.uint8)):
         decoded = np.asarray(Image.open(io.BytesIO(encode_png(pixels))).convert("RGB"))
         assert decoded.shape == pixels.shape and np.array_equal(decoded, pixels)
+
+
+def test_a_workers_raster_is_the_pages_own_and_outlives_its_renderer():
+    page = next(iter(open_pages(SAMPLES / "invoice.pdf")))
+    expected = prepare_page(page, TilingConfig()).grid
+    height, width = expected.shape[:2]
+    render = pdf_renderer(SAMPLES / "invoice.pdf", None)
+    pixels = render(0, width, height)
+    del render
+    gc.collect()
+    clutter = [np.full((height, width, 3), 7, np.uint8) for _ in range(4)]  # would reuse freed pixmap memory
+    assert np.array_equal(pixels, expected) and not pixels.flags.writeable
+    assert len(clutter) == 4
 
 
 def records(out: Path) -> dict[str, list[dict]]:

@@ -253,8 +253,8 @@ def _pdf_pages(path: Path, password: str | None, select) -> Iterator[Page]:
 def pdf_renderer(path: Path, password: str | None) -> Callable[[int, int, int], np.ndarray]:
     """`render(index, width, height)`: uint8 RGB pixels of a PDF's pages opened again (a render worker's
     copy), the same page tree (rebuilt the same way when broken) and the very pixels of the Pages
-    `open_pages` yields. The pixmap's samples become the array directly (no PIL image between: two copies
-    of a ~7 MB raster fewer per page)."""
+    `open_pages` yields. The array is a view of the pixmap's own memory (no PIL image between and no copy of
+    its samples: three copies of a ~7 MB raster fewer per page)."""
     doc = _open_pdf(path, password)
     slots = _repair_page_tree(doc)
 
@@ -262,11 +262,21 @@ def pdf_renderer(path: Path, password: str | None) -> Callable[[int, int, int], 
         slot = slots[index] if slots is not None else index
         page = doc.load_page(slot)
         pix = _pdf_pixmap(page, width, height)
-        if (pix.width, pix.height) == (width, height) and pix.stride == 3 * width:
-            return np.frombuffer(pix.samples, dtype=np.uint8).reshape(height, width, 3)
+        if (pix.width, pix.height) == (width, height) and pix.n == 3:
+            return np.asarray(_PixmapSamples(pix))
         return np.asarray(_render_pdf_page(page, width, height), dtype=np.uint8)  # the rare resized case
 
     return render
+
+
+class _PixmapSamples:
+    """A pixmap's samples as numpy's array interface, read-only; the array made from it keeps this object, so
+    the pixmap (and its memory) lives as long as the array."""
+
+    def __init__(self, pix):
+        self._pixmap = pix
+        self.__array_interface__ = {"version": 3, "typestr": "|u1", "shape": (pix.height, pix.width, 3),
+                                    "strides": (pix.stride, 3, 1), "data": (pix.samples_ptr, True)}
 
 
 def _iter_pdf(doc, path: Path, count: int, indices: list[int], slots: list | None,

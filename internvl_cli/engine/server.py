@@ -21,6 +21,7 @@ import math
 import queue
 import random
 import re
+import secrets
 import socket
 import threading
 import time
@@ -242,7 +243,7 @@ class ServerEngine(Engine):
         """Sends one request until it succeeds, `attempts` tries at most; a failed server rests (growing
         backoff, or its Retry-After) while the next try goes to another live one. An empty answer is asked
         for once more before it is kept (flagged empty-answer)."""
-        body = self.request_body(request)
+        body = self.request_payload(request)
         last: _Failure | None = None
         tries = 0
         empty: GenerationResult | None = None
@@ -281,8 +282,23 @@ class ServerEngine(Engine):
 
     def request_body(self, request: GenerationRequest) -> dict:
         """The OpenAI chat-completions body for one request (vLLM's extra fields included)."""
-        content: list[dict] = [{"type": "image_url", "image_url": {"url": _data_url(picture)}}
-                               for picture in encoded_pictures(request)]
+        return self._body(request, [_data_url(png) for png in encoded_pictures(request)])
+
+    def request_payload(self, request: GenerationRequest) -> bytes:
+        """request_body as the JSON bytes sent: each picture's base64 is spliced in as bytes, so its ~1 MB is
+        neither scanned by json nor copied between str and bytes (~1.5 ms of the run's own CPU per page)."""
+        pictures = encoded_pictures(request)
+        mark = f"internvl-picture-{secrets.token_hex(16)}"  # cannot occur in a prompt by chance
+        pieces = json.dumps(self._body(request, [mark] * len(pictures))).encode("ascii").split(mark.encode())
+        if len(pieces) != len(pictures) + 1:
+            raise ValueError("a picture's place in the request body was not found once")
+        spliced = [pieces[0]]
+        for png, after in zip(pictures, pieces[1:]):
+            spliced += [DATA_URL_PREFIX, base64.b64encode(png), after]
+        return b"".join(spliced)
+
+    def _body(self, request: GenerationRequest, urls: list[str]) -> dict:
+        content: list[dict] = [{"type": "image_url", "image_url": {"url": url}} for url in urls]
         content.append({"type": "text", "text": request.text})
         messages = [{"role": "user", "content": content}]
         if request.system:  # None or "": the server's chat template decides (see README: engines and prompts)
@@ -436,7 +452,7 @@ class ServerEngine(Engine):
         finally:
             connection.close()
 
-    def _call(self, server: _Server, method: str, path: str, body: dict | None, timeout: float,
+    def _call(self, server: _Server, method: str, path: str, body: bytes | None, timeout: float,
               limit: int) -> tuple[dict, bool]:
         """One request on this worker's kept-alive connection to `server` (opened again after any failure)."""
         connection, reused = self._connection(server, timeout)
@@ -455,10 +471,9 @@ class ServerEngine(Engine):
             raise
 
     def _exchange(self, connection: http.client.HTTPConnection, server: _Server, method: str, path: str,
-                  body: dict | None, limit: int) -> tuple[object, bool]:
-        """(the parsed JSON answer, whether it was cut at `limit` bytes)."""
+                  data: bytes | None, limit: int) -> tuple[object, bool]:
+        """(the parsed JSON answer, whether it was cut at `limit` bytes) of sending the JSON `data`."""
         target = urllib.parse.urlsplit(server.endpoint(path)).path
-        data = json.dumps(body).encode("utf-8") if body is not None else None
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if server.authorization:
             headers["Authorization"] = server.authorization
@@ -676,9 +691,12 @@ def _int(value: object) -> int:
     return value if isinstance(value, int) else 0
 
 
+DATA_URL_PREFIX = b"data:image/png;base64,"
+
+
 def _data_url(png: bytes) -> str:
     """Lossless (the server's tiler sees our pixels); see documents/encoded.py for the encoder's choice."""
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+    return (DATA_URL_PREFIX + base64.b64encode(png)).decode("ascii")
 
 
 def _error_text(payload: bytes) -> str:
