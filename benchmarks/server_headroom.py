@@ -2,11 +2,13 @@
 against an instant OpenAI-compatible server on 127.0.0.1 (benchmarks/_fake_openai.py), so the figure is the
 client's ceiling (render, encode, HTTP, bookkeeping), not a model's speed. The code of a base commit (checked
 out with `git archive` into a temporary folder) and this checkout run interleaved in one run, as subprocesses
-`internvl ocr DIR -o OUT --engine server`; CPU is each subprocess's own plus its children's (os.wait4), so
-render workers are counted. Then one run of each under cProfile (all threads) says where the CPU goes."""
+`internvl ocr DIR -o OUT --engine server`; CPU is each subprocess's own plus its descendants' (os.wait4; this
+process adopts their orphans), so render workers and their fork server are counted. Then one run of each under
+cProfile (all threads) says where the CPU goes."""
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import shutil
 import subprocess
@@ -19,6 +21,7 @@ from _common import REPO, cache_dir, generated_pdf, machine_note, print_table
 from _fake_openai import MODEL, FakeServer
 
 BASE_COMMIT = "0736b86"
+PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
 
 
 def base_checkout(commit: str) -> Path:
@@ -54,6 +57,25 @@ def check_imports_from(code: Path) -> None:
         raise SystemExit(f"a client meant to run {code} imports {found}")
 
 
+def adopt_orphans() -> None:
+    """Makes this process the reaper of its clients' orphans (Linux): a run's render workers are forked by a fork
+    server that outlives the run by a moment, so only here can its CPU (its workers' included) be counted."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise SystemExit(f"prctl(PR_SET_CHILD_SUBREAPER) failed: {os.strerror(ctypes.get_errno())}")
+
+
+def reap_orphans() -> float:
+    """CPU seconds of the orphans left by the run that just ended, once they have all ended."""
+    cpu = 0.0
+    while True:
+        try:
+            _, _, usage = os.wait4(-1, 0)
+        except ChildProcessError:
+            return cpu
+        cpu += usage.ru_utime + usage.ru_stime
+
+
 def run_client(code: Path, inputs: Path, server: str, extra: list[str], concurrency: int) -> tuple[float, float, int]:
     """(wall seconds, CPU seconds of the client and its children, exit code) of one fresh run."""
     out = Path(tempfile.mkdtemp(prefix="headroom-out-"))
@@ -66,12 +88,13 @@ def run_client(code: Path, inputs: Path, server: str, extra: list[str], concurre
     process = subprocess.Popen(command, env=env, cwd=code, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - started
+    cpu = usage.ru_utime + usage.ru_stime + reap_orphans()
     stderr = process.stderr.read().decode("utf-8", "replace") if process.stderr else ""
     code_ = os.waitstatus_to_exitcode(status)
     if code_ != 0:
         print(f"  exit {code_}: {stderr.strip()[-500:]}", file=sys.stderr)
     shutil.rmtree(out, ignore_errors=True)
-    return wall, usage.ru_utime + usage.ru_stime, code_
+    return wall, cpu, code_
 
 
 def profile(code: Path, inputs: Path, server: str, extra: list[str], top: int) -> str:
@@ -95,6 +118,7 @@ def main() -> None:
     parser.add_argument("--profile-pages", type=int, default=100, help="pages of the profiled runs (0: none)")
     args = parser.parse_args()
 
+    adopt_orphans()
     inputs = input_folder(args.documents, args.pages)
     total = args.documents * args.pages
     base = base_checkout(args.base)
