@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import select
 import signal
 import threading
 import time
@@ -53,9 +54,8 @@ class RenderPool:
     def __init__(self, workers: int, budget: ByteBudget):
         self.workers = workers
         self.budget = budget
-        # spawn, not fork: the run already has threads (a forked child would inherit their locks)
-        self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                                         initializer=_worker_started)
+        self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=_worker_context(),
+                                         initializer=_worker_started, initargs=(os.getpid(),))
 
     def prepare(self, page: Page, config: TilingConfig) -> TiledImage:
         if page.kind == "pdf":
@@ -78,6 +78,17 @@ class EncodeThreads:
 
     def close(self) -> None:
         self.executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _worker_context():
+    """Workers forked from a fork server that imported the rendering code and PyMuPDF once (runs/render_preload.py)
+    on Linux; started afresh (spawn) elsewhere, each importing them itself. Never forked from the run: it
+    already has threads, whose locks a forked child would inherit."""
+    if not _watchable_by_pidfd() or "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")  # a worker without pidfds watches its parent: the run
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["internvl_cli.runs.render_preload"])
+    return context
 
 
 def start_preparer(workers: int, budget: ByteBudget) -> tuple[Preparer, RenderPool | EncodeThreads]:
@@ -119,17 +130,28 @@ def _typed(future: Future, path: Path) -> Future:
 _renderers: OrderedDict = OrderedDict()
 
 
-def _worker_started() -> None:
+def _worker_started(run: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle (pages stay pending)
-    # A worker waiting for work does not notice its run killed with -9: it would live on, orphaned. It
-    # looks for its parent every second instead and ends with it.
-    threading.Thread(target=_end_with_parent, args=(os.getppid(),), daemon=True).start()
+    # A worker waiting for work does not notice its run killed with -9: it would live on, orphaned (and a fork
+    # server's workers keep it alive too). It watches the run instead and ends with it.
+    threading.Thread(target=_end_with_run, args=(run,), daemon=True).start()
 
 
-def _end_with_parent(parent: int) -> None:
-    while os.getppid() == parent:
+def _end_with_run(run: int) -> None:
+    if _watchable_by_pidfd():
+        try:
+            handle = os.pidfd_open(run)
+        except ProcessLookupError:  # ended already
+            os._exit(0)
+        select.select([handle], [], [])  # readable once the run has ended (reaped or not)
+        os._exit(0)
+    while os.getppid() == run:  # spawned (no fork server): the run is this worker's parent
         time.sleep(_PARENT_CHECK_SECONDS)
     os._exit(0)
+
+
+def _watchable_by_pidfd() -> bool:
+    return hasattr(os, "pidfd_open")
 
 
 def _render_pdf(path: str, password: str | None, index: int, width: int, height: int) -> bytes:
