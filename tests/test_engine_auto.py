@@ -92,4 +92,4 @@ def test_a_default_run_runs_hf_and_the_ledger_names_hf(cli, tiny_model, tmp_path
     code, _, err = cli("ocr", str(REPO / "samples" / "receipt.jpg"), "--model", tiny_model, "--max-new-tokens", "4",
                        "-o", str(out), "--engine", "hf")
     assert code == 0, err
-    assert "1 documents already done" in err
+    assert "1 document already done (use --force" in err

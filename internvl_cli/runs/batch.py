@@ -118,7 +118,8 @@ def run_documents(task: Task, engine: Engine, settings: BatchSettings, fmt: str,
             failures += plan.unreadable
             sink, docs, skipped = directory, plan.todo, len(plan.skipped)
             if skipped:
-                hooks.note(f"{skipped} documents already done (use --force to redo them)")
+                noun = "document" if skipped == 1 else "documents"
+                hooks.note(f"{skipped} {noun} already done (use --force to redo them)")
         sink = _ReportingSink(sink, hooks.error, hooks.result)
         docs, unreadable = _check_documents(task, docs, sink)
         if docs:
