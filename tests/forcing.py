@@ -57,8 +57,9 @@ def forced_engines(monkeypatch, answers: dict[str, str]):
         if first:
             force(self, answers, made)
 
-    monkeypatch.setattr(TransformersEngine, "load", load)
-    yield made
+    with monkeypatch.context() as patch:  # undone when the block ends, not only when the test does
+        patch.setattr(TransformersEngine, "load", load)
+        yield made
 
 
 def force(engine, answers: dict[str, str], made: list | None = None) -> list:

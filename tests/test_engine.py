@@ -13,7 +13,10 @@ from internvl_cli.documents.tiling import tile_image
 
 @pytest.fixture(scope="module")
 def engine(tiny_model):
-    return load_engine(str(tiny_model))
+    """Loaded here, so that tests which patch its model work alone (`-k`) as well as after others."""
+    loaded = load_engine(str(tiny_model))
+    loaded.load()
+    return loaded
 
 
 def request(engine, width: int, height: int, tokens: int = 6) -> GenerationRequest:
