@@ -135,6 +135,8 @@ def _run(command: str, paths, model, output, options: dict) -> list[_Finished]:
 
     given = dict(options)
     handle = model if isinstance(model, Model) else None
+    if handle is not None:
+        _refuse_engine_options(given, command)
     engine_options = handle.options if handle else _engine_options(model, given.pop("engine", "hf"), given)
     listed = [paths] if isinstance(paths, (str, Path)) else list(paths)
     batch = BatchSettings(paths=[str(p) for p in listed], output=output,
@@ -176,6 +178,18 @@ def _engine_options(model: str | None, engine: str, given: dict):
 def _pick(options: type, given: dict, skip: tuple[str, ...] = ()) -> dict:
     """The entries of `given` that name fields of the dataclass `options`, taken out of `given`."""
     return {f.name: given.pop(f.name) for f in fields(options) if f.name in given and f.name not in skip}
+
+
+def _refuse_engine_options(given: dict, command: str) -> None:
+    """A loaded Model already has its engine: its options belong to the load() that made it."""
+    from .runs.assembly import EngineOptions
+
+    engine_names = {f.name for f in fields(EngineOptions)} | {"engine"}
+    misplaced = sorted(engine_names & set(given))
+    if misplaced:
+        raise UsageError(f"{command}(): {', '.join(misplaced)} set{'s' if len(misplaced) == 1 else ''} up an "
+                         f"engine, and the Model given has one: pass {'it' if len(misplaced) == 1 else 'them'} "
+                         "to internvl_cli.load() instead")
 
 
 def _refuse_unknown(left: dict, command: str) -> None:

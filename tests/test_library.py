@@ -88,6 +88,8 @@ def test_facade_reports_failed_documents_and_refuses_unknown_options(tiny_model,
         internvl_cli.ocr(SAMPLES / "invoice.pdf", model=model, max_tile=6)
     with pytest.raises(UsageError, match="--pages"):
         internvl_cli.ocr(SAMPLES / "invoice.pdf", model=model, pages="3-1")
+    with pytest.raises(UsageError, match=r"ocr\(\): concurrency, device set up an engine.*internvl_cli.load\(\)"):
+        internvl_cli.ocr(SAMPLES / "invoice.pdf", model=model, device="cuda", concurrency=4)
     broken = tmp_path / "broken.pdf"
     broken.write_bytes(b"%PDF-1.7 not really")
     [missing] = internvl_cli.ocr(tmp_path / "missing.pdf", model=model)
