@@ -110,6 +110,13 @@ def test_a_workers_raster_is_the_pages_own_and_outlives_its_renderer():
     assert len(clutter) == 4
 
 
+def test_a_worker_without_pidfds_sees_its_run_end():
+    from internvl_cli.runs.render_pool import _running
+
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    assert _running(os.getpid()) and not _running(int(ended.stdout))
+
+
 def records(out: Path) -> dict[str, list[dict]]:
     return {path.name: [_comparable(json.loads(line)) for line in path.read_text().splitlines()]
             for path in sorted(out.glob("*.jsonl"))}

@@ -138,16 +138,26 @@ def _worker_started(run: int) -> None:
 
 
 def _end_with_run(run: int) -> None:
-    if _watchable_by_pidfd():
-        try:
-            handle = os.pidfd_open(run)
-        except ProcessLookupError:  # ended already
-            os._exit(0)
-        select.select([handle], [], [])  # readable once the run has ended (reaped or not)
+    try:
+        handle = os.pidfd_open(run)
+    except ProcessLookupError:  # ended already
         os._exit(0)
-    while os.getppid() == run:  # spawned (no fork server): the run is this worker's parent
-        time.sleep(_PARENT_CHECK_SECONDS)
+    except (AttributeError, OSError):  # no pidfds (not Linux, or a kernel before 5.3): look every second
+        while _running(run):
+            time.sleep(_PARENT_CHECK_SECONDS)
+        os._exit(0)
+    select.select([handle], [], [])  # readable once the run has ended (reaped or not)
     os._exit(0)
+
+
+def _running(run: int) -> bool:
+    if os.getppid() == run:  # spawned: the run is the parent while it lives
+        return True
+    try:
+        os.kill(run, 0)
+    except (ProcessLookupError, PermissionError):  # gone (or its pid taken again by another user's process)
+        return False
+    return True
 
 
 def _watchable_by_pidfd() -> bool:
