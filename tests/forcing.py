@@ -44,7 +44,7 @@ class ForcedAnswers:
 
 @contextlib.contextmanager
 def forced_engines(monkeypatch, answers: dict[str, str]):
-    """Every TransformersEngine loaded inside the block writes `answers` (marker -> text); yields the list of
+    """Every TransformersEngine loaded from the block on writes `answers` (marker -> text); yields the list of
     processors made, one per generate call, to inspect (steps taken, which marker each row got)."""
     from internvl_cli.engine.hf import TransformersEngine
 
@@ -57,9 +57,11 @@ def forced_engines(monkeypatch, answers: dict[str, str]):
         if first:
             force(self, answers, made)
 
-    with monkeypatch.context() as patch:  # undone when the block ends, not only when the test does
-        patch.setattr(TransformersEngine, "load", load)
-        yield made
+    # On the test's own monkeypatch, undone when the test ends (not when the block does): a test may patch
+    # `load` again inside the block (counting loads over the forced one), and undoing ours first would leave
+    # that patch, forced answers included, in place for every later test.
+    monkeypatch.setattr(TransformersEngine, "load", load)
+    yield made
 
 
 def force(engine, answers: dict[str, str], made: list | None = None) -> list:
