@@ -149,8 +149,8 @@ def list_prompts() -> list[dict]:
         option = "--anchored-prompt" if variant == "anchored" else "--prompt"
         if command == "ground":  # asked by ocr itself after each page (--lines), not replaceable by an option
             command, option = "ocr", "--lines"
-        rows.append({"name": name, "command": command, "option": option, "pages": pages, "placeholders": sorted(template.placeholders),
-                     "purpose": purpose})
+        rows.append({"name": name, "command": command, "option": option, "pages": pages,
+                     "placeholders": sorted(template.placeholders), "purpose": purpose})
     return rows
 
 
