@@ -118,8 +118,9 @@ def run_documents(task: Task, engine: Engine, settings: BatchSettings, fmt: str,
             failures += plan.unreadable
             sink, docs, skipped = directory, plan.todo, len(plan.skipped)
             if skipped:
-                noun = "document" if skipped == 1 else "documents"
-                hooks.note(f"{skipped} {noun} already done (use --force to redo them)")
+                done = "document already done (use --force to redo it)" if skipped == 1 else \
+                    "documents already done (use --force to redo them)"
+                hooks.note(f"{skipped} {done}")
         sink = _ReportingSink(sink, hooks.error, hooks.result)
         docs, unreadable = _check_documents(task, docs, sink)
         if docs:
